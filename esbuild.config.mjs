@@ -1,0 +1,20 @@
+// Bundles src/ into one file, dist/main.js, that runs with `node dist/main.js` and no node_modules beside it.
+import { build } from 'esbuild';
+import { readFile } from 'node:fs/promises';
+
+const pkg = JSON.parse(await readFile(new URL('./package.json', import.meta.url), 'utf8'));
+
+await build({
+  entryPoints: { main: 'src/main.ts', verify: 'src/callback/verify.ts' },
+  outdir: 'dist',
+  bundle: true,
+  platform: 'node',
+  target: 'node24',
+  format: 'esm',
+  sourcemap: 'linked',
+  legalComments: 'linked',
+  logLevel: 'warning',
+  define: { PLANB_VERSION: JSON.stringify(pkg.version) },
+  // Some CommonJS dependencies call require() on Node built-ins; an ESM bundle has no require of its own.
+  banner: { js: "import { createRequire as __planbCreateRequire } from 'node:module'; const require = __planbCreateRequire(import.meta.url);" },
+});

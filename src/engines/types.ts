@@ -1,0 +1,57 @@
+// What every database engine provides. One file per DB_TYPE implements it; registry.ts lists them.
+
+// The DB_* settings an engine turns into a dump command (see config.ts for where each comes from).
+export type DbConfig = {
+  type: DbType;
+  host: string | undefined;
+  port: number | undefined;
+  name: string | undefined;
+  username: string | undefined;
+  password: string | undefined;
+  tls: TlsMode | undefined;
+  tlsCaFile: string | undefined;
+  allDatabases: boolean;
+  extraArgs: readonly string[];
+};
+
+// Canonical database types (`postgres` is accepted as an alias of `postgresql` in config.ts).
+export const DB_TYPES = ['postgresql', 'mysql', 'mariadb', 'mongodb', 'redis', 'sqlite'] as const;
+export type DbType = (typeof DB_TYPES)[number];
+
+// DB_TLS, in libpq's words; each engine maps them onto its own tool's flags.
+export const TLS_MODES = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type TlsMode = (typeof TLS_MODES)[number];
+
+// How the compression stage after the dump is set; the engine may adapt its own flags to it.
+export type Compression = 'zstd' | 'gzip' | 'none';
+
+// A credential file the run writes (mode 0600, in a private temp dir) before starting the tool.
+export type CredentialFile = { path: string; content: string };
+
+// Everything needed to start the dump tool. Secrets live only in `env` and `files`, never in `args`.
+export type DumpCommand = {
+  file: string;
+  args: readonly string[];
+  env: Readonly<Record<string, string>>;
+  files: readonly CredentialFile[];
+};
+
+// Inputs a command needs besides the settings: where credential files go, which binary was found.
+export type CommandContext = { secretsDir: string; tool: string; compression: Compression };
+
+// A DB_TYPE: its tools, its defaults and a pure function from settings to the dump command.
+export type DumpEngine = {
+  // Binaries that can dump with these settings, best first; the first one on PATH is used.
+  tools(db: DbConfig): readonly string[];
+  // Tool that restores the dump, checked in the image build and named in the README.
+  restoreTool: string;
+  defaultPort: number | undefined;
+  // File extension of the raw dump, before compression adds its own.
+  extension(db: DbConfig): string;
+  // Problems with the DB_* settings for this engine (each names its variable); empty when fine.
+  validate(db: DbConfig): string[];
+  // Pure: the same settings and context always give the same command.
+  command(db: DbConfig, context: CommandContext): DumpCommand;
+  // Reads the tool's stderr after a failure: could it not connect, was it refused, or something else?
+  classify(stderr: string): 'unreachable' | 'auth' | 'failed';
+};

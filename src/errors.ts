@@ -1,0 +1,85 @@
+// One error class per stage of a run. Each carries flat facts (stage, kind) that the exit-code
+// mapping and the failure callback read; messages never contain secrets (callers scrub first).
+
+// Where in the run a failure happened; also the `error.stage` of the failure callback.
+export type Stage = 'config' | 'dump' | 'compress' | 'storage' | 'callback' | 'deadline' | 'signal' | 'internal';
+
+// Base of every error this program raises on purpose.
+export class PlanBError extends Error {
+  readonly stage: Stage;
+  constructor(stage: Stage, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+    this.stage = stage;
+  }
+}
+
+// Configuration is missing or invalid; `problems` names every bad variable.
+export class ConfigError extends PlanBError {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super('config', `invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.problems = problems;
+  }
+}
+
+// How a dump failed, as far as the tool's exit and stderr tell.
+export type DumpFailure = 'unreachable' | 'auth' | 'failed' | 'empty' | 'missing-tool';
+
+// The dump tool (or the compressor fed by it) failed: non-zero exit, death by signal, no output.
+export class DumpError extends PlanBError {
+  readonly kind: DumpFailure;
+  readonly exitCode: number | undefined;
+  readonly signal: string | undefined;
+  readonly stderrTail: string;
+  constructor(
+    message: string,
+    facts: { kind: DumpFailure; exitCode?: number | undefined; signal?: string | undefined; stderrTail?: string; stage?: 'dump' | 'compress' },
+    options?: ErrorOptions,
+  ) {
+    super(facts.stage ?? 'dump', message, options);
+    this.kind = facts.kind;
+    this.exitCode = facts.exitCode;
+    this.signal = facts.signal;
+    this.stderrTail = facts.stderrTail ?? '';
+  }
+}
+
+// How a storage failure should be treated: `denied` will not heal by retrying, `unavailable` may.
+export type StorageFailure = 'denied' | 'unavailable' | 'other';
+
+// Writing the object failed; nothing is left at the key.
+export class StorageError extends PlanBError {
+  readonly kind: StorageFailure;
+  constructor(message: string, kind: StorageFailure, options?: ErrorOptions) {
+    super('storage', message, options);
+    this.kind = kind;
+  }
+}
+
+// The backup is stored but the control plane could not be told.
+export class CallbackError extends PlanBError {
+  readonly attempts: number;
+  readonly status: number | undefined;
+  constructor(message: string, facts: { attempts: number; status?: number | undefined }, options?: ErrorOptions) {
+    super('callback', message, options);
+    this.attempts = facts.attempts;
+    this.status = facts.status;
+  }
+}
+
+// BACKUP_TIMEOUT ran out before the backup was stored.
+export class DeadlineError extends PlanBError {
+  constructor(timeoutMs: number) {
+    super('deadline', `backup did not finish within BACKUP_TIMEOUT (${timeoutMs} ms)`);
+  }
+}
+
+// The process was asked to stop (SIGTERM from the platform, SIGINT from a person).
+export class InterruptedError extends PlanBError {
+  readonly signal: 'SIGTERM' | 'SIGINT';
+  constructor(signal: 'SIGTERM' | 'SIGINT') {
+    super('signal', `interrupted by ${signal}`);
+    this.signal = signal;
+  }
+}

@@ -1,0 +1,63 @@
+// The exit-code table: the one place that decides what a run's outcome means to a scheduler.
+// README.md repeats it and deploy/kubernetes derives its podFailurePolicy from it (tests keep all three equal).
+import {
+  CallbackError,
+  ConfigError,
+  DeadlineError,
+  DumpError,
+  InterruptedError,
+  PlanBError,
+  StorageError,
+} from './errors.ts';
+
+// What a scheduler should do when it sees a code: retry the run, or stop and tell a person.
+export type Retry = 'retry' | 'fail';
+
+// Every code this program exits with on purpose. Codes follow sysexits.h where one fits, and the
+// shell's 128+N for signals; anything not listed (Node's own 1–14, 137 = SIGKILL/OOM) is a failure.
+export const EXIT_CODES = {
+  OK: { code: 0, retry: 'fail', meaning: 'Backup stored and, if configured, the callback delivered.' },
+  DUMP_FAILED: { code: 65, retry: 'retry', meaning: 'The dump tool or the compressor failed: non-zero exit, killed, or no output.' },
+  DB_UNREACHABLE: { code: 69, retry: 'retry', meaning: 'The database could not be reached (connection refused, DNS, timeout).' },
+  INTERNAL: { code: 70, retry: 'fail', meaning: 'A bug in Plan B: an unexpected error. Please report it with the log.' },
+  STORAGE_DENIED: { code: 73, retry: 'fail', meaning: 'Storage refused the credentials or the permission (bucket missing, 401/403).' },
+  STORAGE_FAILED: { code: 74, retry: 'retry', meaning: 'Storage was unavailable, throttled or failed otherwise; nothing was left at the key.' },
+  CALLBACK_FAILED: { code: 76, retry: 'fail', meaning: 'Backup stored, but the callback could not be delivered; do not re-run the dump for it.' },
+  DB_AUTH: { code: 77, retry: 'fail', meaning: 'The database refused the credentials or the permission to dump.' },
+  CONFIG: { code: 78, retry: 'fail', meaning: 'Configuration invalid or missing; every bad variable is named in the log.' },
+  DEADLINE: { code: 124, retry: 'retry', meaning: 'BACKUP_TIMEOUT ran out; the run was aborted and nothing was stored.' },
+  SIGINT: { code: 130, retry: 'retry', meaning: 'Interrupted by SIGINT; the run was aborted and nothing was stored.' },
+  SIGTERM: { code: 143, retry: 'retry', meaning: 'Stopped by SIGTERM (platform shutdown); the run was aborted and nothing was stored.' },
+} as const satisfies Record<string, { code: number; retry: Retry; meaning: string }>;
+
+export type ExitName = keyof typeof EXIT_CODES;
+
+// The single mapping from an error (or its absence) to the name of its exit code.
+export function exitNameFor(error: unknown): ExitName {
+  if (error === undefined) return 'OK';
+  if (error instanceof ConfigError) return 'CONFIG';
+  if (error instanceof InterruptedError) return error.signal;
+  if (error instanceof DeadlineError) return 'DEADLINE';
+  if (error instanceof DumpError) {
+    switch (error.kind) {
+      case 'unreachable':
+        return 'DB_UNREACHABLE';
+      case 'auth':
+        return 'DB_AUTH';
+      case 'missing-tool':
+        return 'INTERNAL';
+      case 'failed':
+      case 'empty':
+        return 'DUMP_FAILED';
+    }
+  }
+  if (error instanceof StorageError) return error.kind === 'denied' ? 'STORAGE_DENIED' : 'STORAGE_FAILED';
+  if (error instanceof CallbackError) return 'CALLBACK_FAILED';
+  if (error instanceof PlanBError) return 'INTERNAL';
+  return 'INTERNAL';
+}
+
+// The numeric exit code for an error (or 0 for none).
+export function exitCodeFor(error: unknown): number {
+  return EXIT_CODES[exitNameFor(error)].code;
+}

@@ -1,0 +1,53 @@
+// STORAGE_TYPE=local: STORAGE_BUCKET is a directory. The body is written to a hidden temporary file
+// beside the destination, flushed to disk, and only then linked to the key (link fails instead of
+// overwriting); on any failure the temporary file is removed and nothing appears at the key.
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { link, mkdir, rm } from 'node:fs/promises';
+import { basename, dirname, resolve, sep } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { pathToFileURL } from 'node:url';
+import { StorageError, type StorageFailure } from '../errors.ts';
+import { rootCause } from './failure.ts';
+import type { StorageDriver } from './types.ts';
+
+// errno codes that no retry will heal.
+const DENIED_CODES = new Set(['EACCES', 'EPERM', 'EROFS']);
+
+function kindOf(error: unknown): StorageFailure {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code && DENIED_CODES.has(code)) return 'denied';
+  if (code === 'EIO' || code === 'EAGAIN' || code === 'EBUSY') return 'unavailable';
+  return 'other';
+}
+
+export const local = {
+  env: {},
+  secrets: [],
+  open(common) {
+    const root = resolve(common.bucket);
+    return {
+      async upload({ key, body, signal, log }) {
+        const destination = resolve(root, key);
+        if (!destination.startsWith(root + sep)) throw new StorageError(`key ${key} leaves the storage root`, 'other');
+        const temporary = resolve(dirname(destination), `.${basename(destination)}.partial-${randomBytes(6).toString('hex')}`);
+        try {
+          await mkdir(dirname(destination), { recursive: true });
+          // flush: fsync before close, so a linked backup is on disk, not only in the page cache.
+          await pipeline(body, createWriteStream(temporary, { flags: 'wx', mode: 0o640, flush: true }), { signal });
+          await link(temporary, destination);
+        } catch (error) {
+          const cause = rootCause(error, body, signal, `writing ${destination} failed`, kindOf(error));
+          if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+            throw new StorageError(`refusing to overwrite existing ${destination}`, 'other', { cause: error });
+          }
+          throw cause;
+        } finally {
+          await rm(temporary, { force: true }).catch((error: unknown) => log.warn({ err: error, temporary }, 'could not remove temporary file'));
+        }
+        return { url: pathToFileURL(destination).href };
+      },
+    };
+  },
+} satisfies StorageDriver;
+

@@ -1,0 +1,8 @@
+// STORAGE_TYPE → storage driver. Adding a type to STORAGE_TYPES without a line here fails the type-check.
+import { local } from './local.ts';
+import type { StorageDriver } from './types.ts';
+
+export const STORAGE_TYPES = ['local'] as const;
+export type StorageType = (typeof STORAGE_TYPES)[number];
+
+export const STORAGE_DRIVERS = { local } as const satisfies Record<StorageType, StorageDriver>;

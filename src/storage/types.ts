@@ -1,0 +1,48 @@
+// What every storage target must do. One file per STORAGE_TYPE implements it; registry.ts lists them.
+import type { Readable } from 'node:stream';
+import type { Logger } from '../log.ts';
+import type { EnvSpecs } from '../config-specs.ts';
+
+// One upload: the body is the finished backup stream; it errors if the dump fails.
+export type UploadRequest = {
+  key: string;
+  body: Readable;
+  signal: AbortSignal;
+  contentType: string;
+  // Stored with the object (sha256 is known only at the end, so targets that can set it late do).
+  metadata: Readonly<Record<string, string>>;
+  // Expected stored size in bytes when known, to size parts; undefined when unknown.
+  sizeHint: number | undefined;
+  log: Logger;
+};
+
+// Where the object ended up, for the log and the callback.
+export type StoredObject = { url: string };
+
+// The contract every target satisfies (test/integration/storage-contract.ts checks it):
+// - streams `body` to `key` with bounded memory, never buffering the whole body and never
+//   touching the local disk (local storage excepted);
+// - resolves only once the object is complete and visible at `key`;
+// - if `body` errors or `signal` aborts, rejects with that error (the root cause, not a cleanup
+//   error) and leaves nothing at `key`: no object, no committed blocks, no finalized session;
+//   cleanup failures are logged as warnings;
+// - never overwrites an existing object at `key`;
+// - classifies its own failures as StorageError 'denied' | 'unavailable' | 'other'.
+export type StorageTarget = {
+  upload(request: UploadRequest): Promise<StoredObject>;
+};
+
+// Settings every target shares, from STORAGE_BUCKET / STORAGE_ENDPOINT / STORAGE_REGION.
+export type CommonStorageSettings = {
+  bucket: string;
+  endpoint: string | undefined;
+  region: string | undefined;
+};
+
+// A STORAGE_TYPE: the variables it reads (validated with everything else in config.ts), which of
+// them are secrets (and so may come from X_FILE), and how to open a target from them.
+export type StorageDriver<S extends EnvSpecs = EnvSpecs> = {
+  env: S;
+  secrets: readonly string[];
+  open(common: CommonStorageSettings, settings: Record<string, unknown>): StorageTarget;
+};
