@@ -47,9 +47,14 @@ export type Config = {
   callback: CallbackConfig | undefined;
   logLevel: string;
   platform: Platform;
+  // The only variables the dump tool and compressor inherit (plus their own): no secrets of ours.
+  toolEnv: Readonly<Record<string, string>>;
   // Literal secret values, to scrub from any text that leaves the process.
   secrets: readonly string[];
 };
+
+// Variables the dump tool inherits from ours: enough to find binaries and speak the locale.
+const TOOL_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR'] as const;
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -136,6 +141,8 @@ export function loadConfig(source: Env): Config {
     }
   }
 
+  const prefix = normalizePrefix(base.BACKUP_PATH, problems);
+
   if (problems.length > 0 || !storageType || !dbType) throw new ConfigError(problems);
 
   const secretNames = [...BASE_SECRETS, ...Object.values(STORAGE_DRIVERS).flatMap((d) => d.secrets)];
@@ -149,7 +156,7 @@ export function loadConfig(source: Env): Config {
       settings: { ...settings },
     },
     backup: {
-      prefix: base.BACKUP_PATH,
+      prefix,
       compression: base.BACKUP_COMPRESSION,
       compressionLevel,
       timeoutMs: base.BACKUP_TIMEOUT,
@@ -179,6 +186,9 @@ export function loadConfig(source: Env): Config {
         kubernetes: { namespace: base.K8S_NAMESPACE, pod: base.K8S_POD_NAME, job: base.K8S_JOB_NAME },
       }),
     },
+    toolEnv: Object.fromEntries(
+      TOOL_ENV.map((name) => [name, env[name]]).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
+    ),
     secrets: secretNames.map((name) => env[name]).filter((value): value is string => typeof value === 'string' && value.length > 0)
       .flatMap((value) => [value, ...value.split(/\s+/).filter((part) => part.length >= 8)]),
   };
@@ -214,6 +224,17 @@ function describe(errors: Partial<Record<string, Error>>): string[] {
   return Object.entries(errors).map(([name, error]) =>
     error instanceof EnvMissingError || !error?.message ? `${name} is required` : `${name}: ${error.message}`,
   );
+}
+
+// BACKUP_PATH is a folder-like prefix: no leading slash, no `..`, always ending in `/` when set.
+function normalizePrefix(path: string, problems: string[]): string {
+  const trimmed = path.trim();
+  if (trimmed === '') return '';
+  if (trimmed.startsWith('/') || trimmed.split('/').some((segment) => segment === '..' || segment === '.')) {
+    problems.push('BACKUP_PATH must be relative (no leading /) and contain no . or .. segments');
+    return '';
+  }
+  return trimmed.endsWith('/') ? trimmed : `${trimmed}/`;
 }
 
 function validLevel(compression: Compression, level: number): boolean {

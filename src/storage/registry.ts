@@ -5,4 +5,4 @@ import type { StorageDriver } from './types.ts';
 export const STORAGE_TYPES = ['local'] as const;
 export type StorageType = (typeof STORAGE_TYPES)[number];
 
-export const STORAGE_DRIVERS = { local } as const satisfies Record<StorageType, StorageDriver>;
+export const STORAGE_DRIVERS: Readonly<Record<StorageType, StorageDriver>> = { local };

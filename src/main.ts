@@ -1,0 +1,68 @@
+// The only file that touches the process: environment → config → run → exit code; signal handlers;
+// the last-resort handlers for bugs. Everything else is in run.ts and below.
+import { loadConfig } from './config.ts';
+import { ConfigError, InterruptedError } from './errors.ts';
+import { EXIT_CODES, exitCodeFor } from './exit-codes.ts';
+import { createLogger, type Logger } from './log.ts';
+import { runBackup } from './run.ts';
+
+// After SIGTERM the platform kills us anyway (Kubernetes: 30 s, Cloud Run: 10 s); stop cleanly before.
+const FORCED_EXIT_AFTER_SIGNAL_MS = 8_000;
+
+function installSignalHandlers(controller: AbortController, log: () => Logger): void {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      if (controller.signal.aborted) return;
+      log().warn({ signal }, `received ${signal}: stopping the dump and aborting the upload`);
+      controller.abort(new InterruptedError(signal));
+      setTimeout(() => {
+        log().error({ signal }, 'cleanup did not finish in time; exiting now');
+        process.exit(EXIT_CODES[signal].code);
+      }, FORCED_EXIT_AFTER_SIGNAL_MS).unref();
+    });
+  }
+}
+
+async function main(): Promise<number> {
+  const controller = new AbortController();
+  let log = createLogger({ level: 'info', base: {} });
+  installSignalHandlers(controller, () => log);
+  process.on('uncaughtException', (error) => {
+    log.fatal({ err: error }, 'internal error (a bug in Plan B)');
+    process.exit(EXIT_CODES.INTERNAL.code);
+  });
+
+  let config;
+  try {
+    config = loadConfig(process.env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    log.fatal({ problems: error.problems, exitCode: EXIT_CODES.CONFIG.code }, error.message);
+    return EXIT_CODES.CONFIG.code;
+  }
+  log = createLogger({ level: config.logLevel, base: platformFields(config.platform) });
+  const report = await runBackup(config, { log, signal: controller.signal });
+  return report.exitCode;
+}
+
+// The scheduler's identifiers, flattened for every log line.
+function platformFields(platform: ReturnType<typeof loadConfig>['platform']): Record<string, string | number> {
+  const fields: Record<string, string | number | undefined> = {
+    cloudRunJob: platform.cloudRun?.job,
+    cloudRunExecution: platform.cloudRun?.execution,
+    cloudRunTaskIndex: platform.cloudRun?.taskIndex,
+    cloudRunTaskAttempt: platform.cloudRun?.taskAttempt,
+    k8sNamespace: platform.kubernetes?.namespace,
+    k8sPod: platform.kubernetes?.pod,
+    k8sJob: platform.kubernetes?.job,
+  };
+  return Object.fromEntries(Object.entries(fields).filter((entry): entry is [string, string | number] => entry[1] !== undefined));
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    createLogger({ level: 'info', base: {} }).fatal({ err: error }, 'internal error (a bug in Plan B)');
+    process.exit(exitCodeFor(error));
+  },
+);

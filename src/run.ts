@@ -1,0 +1,214 @@
+// The recipe of one backup, top to bottom: prepare the dump command → stream dump → compress → meter →
+// hold until the tool exited 0 → upload → report (→ callback). Never throws: every outcome is a report.
+import { randomBytes } from 'node:crypto';
+import { basename, extname } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Config } from './config.ts';
+import { createSecretsDir, removeSecretsDir, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
+import { ENGINES } from './engines/registry.ts';
+import type { DbConfig } from './engines/types.ts';
+import { DeadlineError, DumpError, PlanBError } from './errors.ts';
+import { EXIT_CODES, exitNameFor } from './exit-codes.ts';
+import type { Logger } from './log.ts';
+import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
+import { holdUntilExit } from './pipeline/hold-until-exit.ts';
+import { createMeter } from './pipeline/meter.ts';
+import type { ObjectReport, RunReport } from './report.ts';
+import { STORAGE_DRIVERS } from './storage/registry.ts';
+import { formatBytes } from './units.ts';
+import { which } from './which.ts';
+
+// A progress line at least this often on long dumps.
+const PROGRESS_INTERVAL_MS = 10_000;
+
+export type RunOptions = {
+  log: Logger;
+  // Aborted by main.ts on SIGTERM/SIGINT, with an InterruptedError as the reason.
+  signal: AbortSignal;
+  now?: () => Date;
+};
+
+// Runs one backup and returns its report; the exit code is in the report.
+export async function runBackup(config: Config, options: RunOptions): Promise<RunReport> {
+  const now = options.now ?? (() => new Date());
+  const startedAt = now();
+  const runId = newRunId(startedAt);
+  const log = options.log.child({ runId });
+  const scrub = scrubber(config.secrets);
+  const engine = ENGINES[config.db.type];
+  const deadline = startDeadline(config.backup.timeoutMs);
+  const signal = AbortSignal.any([options.signal, deadline.signal]);
+
+  const facts = { tool: { name: engine.tools(config.db)[0] ?? 'unknown', version: 'unknown' }, rawBytes: 0, prepareMs: 0, streamMs: 0 };
+  let object: ObjectReport | undefined;
+  let failure: unknown;
+  try {
+    object = await backup(config, { runId, log, scrub, signal, facts, now });
+  } catch (error) {
+    failure = signal.aborted ? signal.reason : error;
+  } finally {
+    deadline.clear();
+  }
+
+  const finishedAt = now();
+  const exitName = exitNameFor(failure);
+  const report: RunReport = {
+    runId,
+    status: failure === undefined ? 'succeeded' : 'failed',
+    exitCode: EXIT_CODES[exitName].code,
+    exitName,
+    database: { type: config.db.type, host: config.db.host, name: config.db.name },
+    dumpTool: facts.tool,
+    object,
+    rawBytes: facts.rawBytes,
+    startedAt,
+    finishedAt,
+    durations: { totalMs: finishedAt.getTime() - startedAt.getTime(), prepareMs: facts.prepareMs, streamMs: facts.streamMs },
+    error:
+      failure === undefined
+        ? undefined
+        : { stage: failure instanceof PlanBError ? failure.stage : 'internal', code: exitName, message: scrub(messageOf(failure)) },
+    platform: config.platform,
+  };
+  if (failure === undefined) {
+    log.info({ object, rawBytes: report.rawBytes, durations: report.durations, exitCode: report.exitCode }, 'backup stored');
+  } else {
+    log.error(
+      { exitCode: report.exitCode, exitName, stage: report.error?.stage, err: failure instanceof PlanBError ? undefined : failure },
+      `backup failed: ${report.error?.message}`,
+    );
+  }
+  return report;
+}
+
+type BackupContext = {
+  runId: string;
+  log: Logger;
+  scrub: Scrub;
+  signal: AbortSignal;
+  facts: { tool: { name: string; version: string }; rawBytes: number; prepareMs: number; streamMs: number };
+  now: () => Date;
+};
+
+async function backup(config: Config, context: BackupContext): Promise<ObjectReport> {
+  const { log, signal, facts } = context;
+  const prepareStart = performance.now();
+  const engine = ENGINES[config.db.type];
+  const path = config.toolEnv.PATH ?? '';
+  const tool = which(engine.tools(config.db), path);
+  if (!tool) {
+    throw new DumpError(`none of ${engine.tools(config.db).join(', ')} is on PATH; this image cannot dump ${config.db.type}`, { kind: 'missing-tool' });
+  }
+  facts.tool = { name: tool.name, version: await toolVersion(tool.file, config.toolEnv) };
+
+  const compression = config.backup.compression;
+  const key = `${config.backup.prefix}${config.db.type}-${slug(config.db)}-${context.runId}${engine.extension(config.db)}${EXTENSION[compression]}`;
+  const target = STORAGE_DRIVERS[config.storage.type].open(config.storage, config.storage.settings);
+  const secretsDir = await createSecretsDir();
+  try {
+    const command = engine.command(config.db, { secretsDir, tool: tool.file, compression });
+    await writeCredentialFiles(command);
+    facts.prepareMs = Math.round(performance.now() - prepareStart);
+    signal.throwIfAborted();
+
+    const compressor = startCompressor(compression, config.backup.compressionLevel, path);
+    log.info(
+      { tool: facts.tool, args: command.args, compressor: compressor?.describe ?? 'none', storage: config.storage.type, bucket: config.storage.bucket, key },
+      'backup started',
+    );
+    const streamStart = performance.now();
+    const dump = startDump(command, engine, { baseEnv: config.toolEnv, signal, log, scrub: context.scrub });
+    const raw = createMeter({ hash: false });
+    const stored = createMeter({ hash: true });
+    const finished = Promise.all([dump.exited, compressor?.exited]).then(() => {
+      if (raw.bytes() === 0) throw new DumpError(`${tool.name} exited 0 but wrote nothing`, { kind: 'empty' });
+    });
+    const progress = setInterval(() => {
+      const seconds = (performance.now() - streamStart) / 1000;
+      log.info(
+        { rawBytes: raw.bytes(), storedBytes: stored.bytes(), rawRate: `${formatBytes(raw.bytes() / seconds)}/s` },
+        `dumped ${formatBytes(raw.bytes())}, stored ${formatBytes(stored.bytes())}`,
+      );
+    }, PROGRESS_INTERVAL_MS);
+    try {
+      let url = '';
+      // The last stage gets the hold stage itself as `body` (pipeline passes Node streams on as they are).
+      const upload = async (body: Readable): Promise<void> => {
+        ({ url } = await target.upload({
+          key,
+          body,
+          signal,
+          contentType: CONTENT_TYPE[compression],
+          metadata: { 'planb-run-id': context.runId, 'planb-db-type': config.db.type, 'planb-dump-tool': facts.tool.version },
+          sizeHint: config.backup.expectedSize,
+          log,
+        }));
+      };
+      const stages = [dump.stdout, raw.stream, ...(compressor?.stages ?? []), stored.stream, holdUntilExit(finished), upload];
+      // @types/node has no overload for a variable number of stages ending in a function.
+      await pipeline(stages as unknown as NodeJS.ReadWriteStream[], { signal });
+      facts.rawBytes = raw.bytes();
+      return {
+        storageType: config.storage.type,
+        bucket: config.storage.bucket,
+        key,
+        url,
+        bytes: stored.bytes(),
+        sha256: stored.sha256(),
+        compression,
+      };
+    } catch (error) {
+      facts.rawBytes = raw.bytes();
+      dump.stop();
+      compressor?.kill();
+      // The dump's own failure explains everything after it (broken pipe, aborted upload).
+      const dumpFailure = await settledFailure(finished);
+      throw signal.aborted ? signal.reason : (dumpFailure ?? error);
+    } finally {
+      clearInterval(progress);
+      facts.streamMs = Math.round(performance.now() - streamStart);
+      await Promise.allSettled([dump.exited, compressor?.exited]);
+    }
+  } finally {
+    await removeSecretsDir(secretsDir, log);
+  }
+}
+
+// The rejection of a promise that has already settled (or settles in a moment), else undefined.
+async function settledFailure(promise: Promise<unknown>): Promise<unknown> {
+  const pending = Symbol('pending');
+  const timer = new Promise((resolve) => setTimeout(resolve, 50, pending));
+  const outcome = await Promise.race([promise.then(() => undefined, (error: unknown) => error), timer]);
+  if (outcome === pending) return undefined;
+  if (outcome instanceof DumpError && outcome.message.endsWith('was stopped')) return undefined;
+  return outcome;
+}
+
+// `20261122T043300Z-3f9a1c2e`: sortable by time, unique per run and per retry attempt.
+function newRunId(at: Date): string {
+  const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${stamp}-${randomBytes(4).toString('hex')}`;
+}
+
+// The database part of the key: its name made safe for every store (`shop`, `all`, `app` for app.db).
+function slug(db: DbConfig): string {
+  const name = db.allDatabases ? 'all' : db.type === 'sqlite' ? basename(db.name ?? 'db', extname(db.name ?? '')) : (db.name ?? db.type);
+  return name.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 64) || db.type;
+}
+
+function startDeadline(timeoutMs: number | undefined): { signal: AbortSignal; clear(): void } {
+  const controller = new AbortController();
+  if (timeoutMs === undefined) return { signal: controller.signal, clear: () => undefined };
+  const timer = setTimeout(() => controller.abort(new DeadlineError(timeoutMs)), timeoutMs);
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+}
+
+function scrubber(secrets: readonly string[]): Scrub {
+  const sorted = [...new Set(secrets)].filter((s) => s.length > 0).sort((a, b) => b.length - a.length);
+  return (text) => sorted.reduce((out, secret) => out.split(secret).join('[redacted]'), text);
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
