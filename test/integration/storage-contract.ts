@@ -1,0 +1,147 @@
+// The contract every storage target must pass (see the comment on StorageTarget in src/storage/types.ts).
+// Each target's test file calls storageContract() once with a harness that talks to a real server or
+// emulator; the same assertions then run for local, S3, GCS and Azure.
+//
+// Usage, in test/integration/storage/<type>.test.ts:
+//   storageContract('s3', async () => {
+//     const server = await startS3Server();
+//     return { target, read, list, partSize, teardown: () => server.stop() };
+//   });
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
+import { StorageError } from '../../src/errors.ts';
+import type { StorageTarget, UploadRequest } from '../../src/storage/types.ts';
+
+// What a target's test file provides to the contract suite.
+export type ContractHarness = {
+  // A target opened with settings that make `partSize` the size of one part/chunk/block.
+  target: StorageTarget;
+  partSize: number;
+  // The object's bytes, read back through the SDK; undefined when there is no object at the key.
+  read(key: string): Promise<Buffer | undefined>;
+  // Every key under the prefix, including anything a target could leave behind (temporary names).
+  list(prefix: string): Promise<string[]>;
+  teardown(): Promise<void>;
+};
+
+// Deterministic bytes that do not compress: the same seed always gives the same stream.
+export function patternBytes(length: number, seed = 1): Buffer {
+  const out = Buffer.alloc(Math.ceil(length / 4) * 4);
+  let state = seed >>> 0 || 1;
+  for (let i = 0; i < out.length; i += 4) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    out.writeUInt32LE(state >>> 0, i);
+  }
+  return out.subarray(0, length);
+}
+
+// A body that yields `data` in chunks, then optionally fails with `error` instead of ending.
+export function body(data: Buffer, options: { chunk?: number; failWith?: Error; delayMs?: number } = {}): Readable {
+  const chunk = options.chunk ?? 64 * 1024;
+  return Readable.from(
+    (async function* () {
+      for (let offset = 0; offset < data.length; offset += chunk) {
+        if (options.delayMs) await new Promise((resolve) => setTimeout(resolve, options.delayMs));
+        yield data.subarray(offset, offset + chunk);
+      }
+      if (options.failWith) throw options.failWith;
+    })(),
+    { objectMode: false },
+  );
+}
+
+// A body that never ends on its own: it trickles bytes until destroyed.
+function endlessBody(chunk: Buffer): Readable {
+  return Readable.from(
+    (async function* () {
+      for (;;) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        yield chunk;
+      }
+    })(),
+    { objectMode: false },
+  );
+}
+
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+// Runs the contract suite for one target.
+export function storageContract(name: string, setup: () => Promise<ContractHarness>): void {
+  describe(`${name} storage contract`, () => {
+    let harness: ContractHarness;
+    const prefix = `contract-${randomBytes(4).toString('hex')}/`;
+    const log = pino({ level: 'silent' });
+    const request = (key: string, data: Readable, signal = new AbortController().signal): UploadRequest => ({
+      key: `${prefix}${key}`,
+      body: data,
+      signal,
+      contentType: 'application/octet-stream',
+      metadata: { 'planb-run-id': 'contract' },
+      sizeHint: undefined,
+      log,
+    });
+
+    before(async () => {
+      harness = await setup();
+    });
+    after(async () => {
+      await harness?.teardown();
+    });
+
+    test(`${name} stores a stream of several parts byte-identical`, async () => {
+      const data = patternBytes(harness.partSize * 3 + 12_345, 7);
+      await harness.target.upload(request('multi.bin', body(data)));
+      const stored = await harness.read(`${prefix}multi.bin`);
+      assert.ok(stored, 'the object exists');
+      assert.equal(stored.length, data.length);
+      assert.equal(sha256(stored), sha256(data));
+    });
+
+    test(`${name} stores a body smaller than one part`, async () => {
+      const data = patternBytes(1000, 3);
+      await harness.target.upload(request('small.bin', body(data)));
+      const stored = await harness.read(`${prefix}small.bin`);
+      assert.equal(stored && sha256(stored), sha256(data));
+    });
+
+    test(`${name} leaves nothing when the body fails mid-stream, and reports the body's error`, async () => {
+      const failure = new Error('dump tool died mid-stream');
+      const data = patternBytes(harness.partSize * 2 + 777, 11);
+      await assert.rejects(harness.target.upload(request('failed.bin', body(data, { failWith: failure }))), (error) => {
+        assert.equal((error as Error).message, failure.message, 'the root cause, not a cleanup error');
+        return true;
+      });
+      assert.equal(await harness.read(`${prefix}failed.bin`), undefined, 'no object at the key');
+      assert.deepEqual((await harness.list(prefix)).filter((key) => key.includes('failed.bin')), [], 'nothing left behind');
+    });
+
+    test(`${name} settles within seconds on abort and leaves nothing`, async () => {
+      const controller = new AbortController();
+      const reason = new Error('aborted by SIGTERM');
+      const upload = harness.target.upload(request('aborted.bin', endlessBody(patternBytes(256 * 1024, 5)), controller.signal));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const started = Date.now();
+      controller.abort(reason);
+      await assert.rejects(upload, (error) => {
+        assert.equal((error as Error).message, reason.message, 'the abort reason, not a cleanup error');
+        return true;
+      });
+      assert.ok(Date.now() - started < 10_000, `settled in ${Date.now() - started} ms`);
+      assert.equal(await harness.read(`${prefix}aborted.bin`), undefined);
+      assert.deepEqual((await harness.list(prefix)).filter((key) => key.includes('aborted.bin')), []);
+    });
+
+    test(`${name} never overwrites an existing object`, async () => {
+      const first = patternBytes(2000, 21);
+      await harness.target.upload(request('once.bin', body(first)));
+      await assert.rejects(harness.target.upload(request('once.bin', body(patternBytes(3000, 22)))), StorageError);
+      const stored = await harness.read(`${prefix}once.bin`);
+      assert.equal(stored && sha256(stored), sha256(first), 'the first object is intact');
+    });
+  });
+}
