@@ -65,7 +65,10 @@ export function loadConfig(source: Env): Config {
   const problems: string[] = [];
   const env = resolveSecretFiles(source, problems);
 
-  const base = cleanEnv(
+  // Spread: envalid's strict proxy throws on reading a variable that failed validation; we want to
+  // carry on and collect every problem, so keep a plain copy of what did validate.
+  const base = {
+    ...cleanEnv(
     env,
     {
       DB_TYPE: str({ choices: [...DB_TYPES, ...Object.keys(DB_TYPE_ALIASES)], desc: 'database type' }),
@@ -102,11 +105,12 @@ export function loadConfig(source: Env): Config {
       K8S_JOB_NAME: str({ default: undefined }),
     },
     { reporter: ({ errors }) => problems.push(...describe(errors)) },
-  );
+    ),
+  };
 
   const storageType = base.STORAGE_TYPE as StorageType | undefined;
   const driver = storageType ? STORAGE_DRIVERS[storageType] : undefined;
-  const settings = driver ? cleanEnv(env, driver.env, { reporter: ({ errors }) => problems.push(...describe(errors)) }) : {};
+  const settings = driver ? { ...cleanEnv(env, driver.env, { reporter: ({ errors }) => problems.push(...describe(errors)) }) } : {};
 
   const dbType = base.DB_TYPE ? (DB_TYPE_ALIASES[base.DB_TYPE] ?? (base.DB_TYPE as DbType)) : undefined;
   const engine = dbType ? ENGINES[dbType] : undefined;

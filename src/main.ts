@@ -32,6 +32,13 @@ async function main(): Promise<number> {
     process.exit(EXIT_CODES.INTERNAL.code);
   });
 
+  // main() always ends with process.exit; an event loop that drains first means a promise was left
+  // hanging. Exiting 0 then would report a backup that does not exist.
+  process.once('beforeExit', () => {
+    log.fatal('the run stopped making progress before it finished (a bug in Plan B)');
+    process.exit(EXIT_CODES.INTERNAL.code);
+  });
+
   let config;
   try {
     config = loadConfig(process.env);

@@ -58,7 +58,8 @@ function startCli(file: string, name: string, args: string[], path: string): Com
   });
   const exited = new Promise<void>((resolve, reject) => {
     child.once('error', (error) => reject(new DumpError(`${name} could not start: ${error.message}`, { kind: 'failed', stage: 'compress' }, { cause: error })));
-    child.once('close', (code, signal) => {
+    // 'exit', not 'close': after a failure elsewhere the stdio pipes may never close on their own.
+    child.once('exit', (code, signal) => {
       if (code === 0) return resolve();
       reject(
         new DumpError(`${name} failed (${signal ? `killed by ${signal}` : `exit code ${code}`})${stderr ? `: ${stderr.trim()}` : ''}`, {
@@ -79,6 +80,8 @@ function startCli(file: string, name: string, args: string[], path: string): Com
     exited,
     kill: () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      child.stdin.destroy();
+      child.stdout.destroy();
     },
   };
 }

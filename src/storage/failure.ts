@@ -14,7 +14,7 @@ export function upstreamCause(body: Readable, signal: AbortSignal): unknown {
 // error wrapped as a StorageError of the given kind.
 export function rootCause(error: unknown, body: Readable, signal: AbortSignal, describe: string, kind: StorageFailure): Error {
   const upstream = upstreamCause(body, signal);
-  if (upstream !== undefined) return upstream instanceof Error ? upstream : new Error(String(upstream));
+  if (upstream !== undefined) return upstream instanceof Error ? upstream : new Error(`aborted: ${JSON.stringify(upstream)}`);
   if (error instanceof StorageError) return error;
   const reason = error instanceof Error ? error.message : String(error);
   return new StorageError(`${describe}: ${reason}`, kind, { cause: error });

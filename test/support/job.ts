@@ -1,0 +1,81 @@
+// Runs the bundled job (dist/main.js) as a child process, the way a scheduler does, and collects
+// its exit, its JSON log lines and its peak memory.
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const ROOT = new URL('../../', import.meta.url).pathname;
+export const BUNDLE = join(ROOT, 'dist/main.js');
+// The pinned Node 24 the image ships; the machine's own node may be older.
+export const NODE = join(ROOT, 'node_modules/.bin/node');
+export const FAKE_DUMP = join(ROOT, 'test/fixtures/bin/fake-dump.mjs');
+
+export type LogLine = Record<string, unknown> & { severity: string; message: string };
+
+export type JobResult = {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  lines: LogLine[];
+  // Peak resident memory of the job process (VmHWM), in bytes.
+  peakRss: number;
+  ms: number;
+};
+
+export type JobOptions = {
+  // Called for every log line; may return a signal to send to the job (e.g. once the dump started).
+  onLine?: (line: LogLine) => NodeJS.Signals | undefined;
+};
+
+// A directory holding the fake dump tool under the given names, to put first on PATH.
+export async function fakeToolDir(names: string[]): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'planb-fakebin-'));
+  for (const name of names) await symlink(FAKE_DUMP, join(dir, name));
+  return dir;
+}
+
+// Runs the job with exactly `env` (plus PATH/HOME when not given) and waits for it to exit.
+export async function runJob(env: Record<string, string>, options: JobOptions = {}): Promise<JobResult> {
+  const started = Date.now();
+  const child = spawn(NODE, [BUNDLE], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  let peakRss = 0;
+  let buffered = '';
+  const lines: LogLine[] = [];
+  const sample = async () => {
+    const status = await readFile(`/proc/${child.pid}/status`, 'utf8').catch(() => '');
+    const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    if (kb * 1024 > peakRss) peakRss = kb * 1024;
+  };
+  const sampler = setInterval(() => void sample(), 50);
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (text: string) => {
+    stdout += text;
+    buffered += text;
+    let newline;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      const raw = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      let line: LogLine;
+      try {
+        line = JSON.parse(raw) as LogLine;
+      } catch {
+        line = { severity: 'NOT_JSON', message: raw };
+      }
+      lines.push(line);
+      const signal = options.onLine?.(line);
+      if (signal) child.kill(signal);
+    }
+  });
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (text: string) => (stderr += text));
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once('close', (c, s) => resolve([c, s])));
+  clearInterval(sampler);
+  return { code, signal, stdout, stderr, lines, peakRss, ms: Date.now() - started };
+}
