@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { loadConfig, secretVariables } from '../../src/config.ts';
+import { ConfigError } from '../../src/errors.ts';
+
+const minimal = { DB_TYPE: 'postgres', DB_NAME: 'shop', STORAGE_TYPE: 'local', STORAGE_BUCKET: '/backups', PATH: '/usr/bin' };
+const SECRET = 'whsec_' + Buffer.alloc(32, 7).toString('base64');
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    return [...error.problems];
+  }
+  assert.fail('expected a ConfigError');
+}
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'planb-config-'));
+});
+after(() => rm(dir, { recursive: true, force: true }));
+
+describe('loadConfig', () => {
+  test('postgres is an alias of postgresql and the port defaults per type', () => {
+    const config = loadConfig(minimal);
+    assert.equal(config.db.type, 'postgresql');
+    assert.equal(config.db.port, 5432);
+    assert.equal(config.backup.compression, 'zstd');
+    assert.equal(config.callback, undefined);
+    assert.deepEqual(config.toolEnv, { PATH: '/usr/bin' });
+  });
+
+  test('BACKUP_PATH becomes a folder prefix, and cannot escape the bucket', () => {
+    assert.equal(loadConfig({ ...minimal, BACKUP_PATH: 'daily' }).backup.prefix, 'daily/');
+    assert.equal(loadConfig({ ...minimal, BACKUP_PATH: 'a/b/' }).backup.prefix, 'a/b/');
+    assert.match(problemsOf({ ...minimal, BACKUP_PATH: '../etc' })[0] ?? '', /BACKUP_PATH/);
+    assert.match(problemsOf({ ...minimal, BACKUP_PATH: '/abs' })[0] ?? '', /BACKUP_PATH/);
+  });
+
+  test('every bad or missing variable is named in one error', () => {
+    const problems = problemsOf({ DB_TYPE: 'mysql', DB_PORT: '70000', STORAGE_TYPE: 'ftp', BACKUP_COMPRESSION: 'lz4', BACKUP_TIMEOUT: 'later', CALLBACK_SECRET: 'nope', CALLBACK_URL: 'https://cp.example/hook' });
+    for (const name of ['DB_PORT', 'STORAGE_TYPE', 'STORAGE_BUCKET', 'BACKUP_COMPRESSION', 'BACKUP_TIMEOUT', 'DB_NAME', 'CALLBACK_SECRET']) {
+      assert.ok(problems.some((p) => p.startsWith(name)), `${name} in ${JSON.stringify(problems)}`);
+    }
+  });
+
+  test('a secret comes from X_FILE with its trailing newline stripped', async () => {
+    const file = join(dir, 'pw');
+    await writeFile(file, 'from-file\n');
+    assert.equal(loadConfig({ ...minimal, DB_PASSWORD_FILE: file }).db.password, 'from-file');
+  });
+
+  test('X and X_FILE together, or an unreadable X_FILE, are errors that never echo the secret', () => {
+    const problems = problemsOf({ ...minimal, DB_PASSWORD: 'hunter2-secret', DB_PASSWORD_FILE: '/nonexistent/pw', CALLBACK_URL: 'https://cp/h', CALLBACK_SECRET_FILE: '/nonexistent/cb' });
+    assert.deepEqual(problems, ['DB_PASSWORD and DB_PASSWORD_FILE are both set; set only one', 'CALLBACK_SECRET_FILE: cannot read /nonexistent/cb (ENOENT)', 'CALLBACK_SECRET (or CALLBACK_SECRET_FILE) is required when CALLBACK_URL is set']);
+  });
+
+  test('only allow-listed secrets may come from a file', () => {
+    assert.ok(secretVariables().includes('DB_PASSWORD'));
+    assert.ok(secretVariables().includes('CALLBACK_SECRET'));
+    const config = loadConfig({ ...minimal, DB_NAME_FILE: '/etc/passwd' });
+    assert.equal(config.db.name, 'shop', 'DB_NAME_FILE is not read');
+  });
+
+  test('callback secrets are Standard Webhooks secrets, several allowed for rotation', () => {
+    const config = loadConfig({ ...minimal, CALLBACK_URL: 'https://cp/h', CALLBACK_SECRET: `${SECRET} ${SECRET.replace('Bw', 'Cw')}` });
+    assert.equal(config.callback?.secrets.length, 2);
+    assert.match(problemsOf({ ...minimal, CALLBACK_URL: 'https://cp/h', CALLBACK_SECRET: 'whsec_c2hvcnQ=' })[0] ?? '', /at least 24 bytes/);
+  });
+
+  test('secret values are collected for scrubbing', () => {
+    const config = loadConfig({ ...minimal, DB_PASSWORD: 'pw-123456789', CALLBACK_URL: 'https://cp/h', CALLBACK_SECRET: SECRET });
+    assert.ok(config.secrets.includes('pw-123456789'));
+    assert.ok(config.secrets.includes(SECRET));
+  });
+
+  test('the platform context is read from Cloud Run and downward-API variables', () => {
+    const config = loadConfig({ ...minimal, CLOUD_RUN_JOB: 'j', CLOUD_RUN_EXECUTION: 'j-abc', CLOUD_RUN_TASK_ATTEMPT: '1', K8S_POD_NAME: 'p', K8S_JOB_NAME: 'b' });
+    assert.deepEqual(config.platform.cloudRun, { job: 'j', execution: 'j-abc', taskIndex: undefined, taskAttempt: 1 });
+    assert.deepEqual(config.platform.kubernetes, { namespace: undefined, pod: 'p', job: 'b' });
+  });
+
+  test('durations and sizes accept human units', () => {
+    const config = loadConfig({ ...minimal, BACKUP_TIMEOUT: '1h30m', BACKUP_EXPECTED_SIZE: '50GiB' });
+    assert.equal(config.backup.timeoutMs, 5_400_000);
+    assert.equal(config.backup.expectedSize, 50 * 1024 ** 3);
+  });
+});
