@@ -26,9 +26,6 @@ function tlsArgs(db: DbConfig, mariadbClient: boolean): string[] {
   return [`--ssl-mode=${modes[db.tls]}`, ...ca];
 }
 
-// Gives up on an unreachable server after this long.
-const CONNECT_TIMEOUT_SECONDS = 30;
-
 // Builds the engine for one flavour; `tools` is what that flavour's image ships, best first.
 export function mysqlFamily(tools: readonly string[], mariadbClient: boolean): DumpEngine {
   return {
@@ -53,7 +50,6 @@ export function mysqlFamily(tools: readonly string[], mariadbClient: boolean): D
         ...(db.port && db.host ? [`--port=${db.port}`] : []),
         ...(db.username ? [`--user=${db.username}`] : []),
         ...tlsArgs(db, mariadbClient || tool.startsWith('mariadb')),
-        `--connect-timeout=${CONNECT_TIMEOUT_SECONDS}`,
         '--single-transaction',
         '--quick',
         '--routines',

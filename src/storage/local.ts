@@ -3,7 +3,7 @@
 // overwriting); on any failure the temporary file is removed and nothing appears at the key.
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { link, mkdir, rm } from 'node:fs/promises';
+import { link, mkdir, rm, rmdir } from 'node:fs/promises';
 import { basename, dirname, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { pathToFileURL } from 'node:url';
@@ -21,6 +21,15 @@ function kindOf(error: unknown): StorageFailure {
   return 'other';
 }
 
+// After a failure, removes the (still empty) folders this upload created, deepest first.
+async function removeCreatedDirs(deepest: string, created: string | undefined): Promise<void> {
+  if (created === undefined) return;
+  for (let dir = deepest; dir.startsWith(created); dir = dirname(dir)) {
+    await rmdir(dir).catch(() => undefined); // not empty (another run wrote there meanwhile): keep it
+    if (dir === created) break;
+  }
+}
+
 export const local = {
   env: {},
   secrets: [],
@@ -31,20 +40,23 @@ export const local = {
         const destination = resolve(root, key);
         if (!destination.startsWith(root + sep)) throw new StorageError(`key ${key} leaves the storage root`, 'other');
         const temporary = resolve(dirname(destination), `.${basename(destination)}.partial-${randomBytes(6).toString('hex')}`);
+        const removeTemporary = () =>
+          rm(temporary, { force: true }).catch((error: unknown) => log.warn({ err: error, temporary }, 'could not remove temporary file'));
+        let created: string | undefined;
         try {
-          await mkdir(dirname(destination), { recursive: true });
+          created = await mkdir(dirname(destination), { recursive: true });
           // flush: fsync before close, so a linked backup is on disk, not only in the page cache.
           await pipeline(body, createWriteStream(temporary, { flags: 'wx', mode: 0o640, flush: true }), { signal });
           await link(temporary, destination);
         } catch (error) {
-          const cause = rootCause(error, body, signal, `writing ${destination} failed`, kindOf(error));
+          await removeTemporary();
           if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
             throw new StorageError(`refusing to overwrite existing ${destination}`, 'other', { cause: error });
           }
-          throw cause;
-        } finally {
-          await rm(temporary, { force: true }).catch((error: unknown) => log.warn({ err: error, temporary }, 'could not remove temporary file'));
+          await removeCreatedDirs(dirname(destination), created);
+          throw rootCause(error, body, signal, `writing ${destination} failed`, kindOf(error));
         }
+        await removeTemporary();
         return { url: pathToFileURL(destination).href };
       },
     };

@@ -74,7 +74,6 @@ describe('mysql and mariadb', () => {
       '--protocol=TCP',
       '--port=3306',
       '--user=backup',
-      '--connect-timeout=30',
       '--single-transaction',
       '--quick',
       '--routines',
