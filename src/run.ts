@@ -114,7 +114,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
 
     const compressor = startCompressor(compression, config.backup.compressionLevel, path);
     log.info(
-      { tool: facts.tool, args: command.args, compressor: compressor?.describe ?? 'none', storage: config.storage.type, bucket: config.storage.bucket, key },
+      { tool: facts.tool, args: command.args.map(context.scrub), compressor: compressor?.describe ?? 'none', storage: config.storage.type, bucket: config.storage.bucket, key },
       'backup started',
     );
     const streamStart = performance.now();

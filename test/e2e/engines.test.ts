@@ -134,7 +134,7 @@ describe('postgresql', () => {
         },
       );
       await killed;
-      assert.ok([EXIT_CODES.DB_UNREACHABLE.code, EXIT_CODES.DUMP_FAILED.code].includes(result.code ?? -1), `exit ${result.code}: ${result.lines.at(-1)?.message}`);
+      assert.ok(([EXIT_CODES.DB_UNREACHABLE.code, EXIT_CODES.DUMP_FAILED.code] as number[]).includes(result.code ?? -1), `exit ${result.code}: ${result.lines.at(-1)?.message}`);
       await emptyBucket(bucket);
     } finally {
       await victim.stop();
