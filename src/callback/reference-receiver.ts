@@ -21,9 +21,9 @@ export type ReceiverOptions = VerifyOptions & {
 
 // An http.Server (not yet listening) that verifies, de-duplicates and hands over callbacks.
 export function createReferenceReceiver(options: ReceiverOptions): Server {
-  const seen = new Set<string>();
+  const ids: Idempotency = { done: new Set(), running: new Map() };
   return createServer((request, response) => {
-    handle(request, response, options, seen).catch((error: unknown) => {
+    handle(request, response, options, ids).catch((error: unknown) => {
       console.error('callback handler failed:', error);
       if (!response.headersSent) answer(response, 500, 'handler failed');
       else response.destroy();
@@ -31,7 +31,11 @@ export function createReferenceReceiver(options: ReceiverOptions): Server {
   });
 }
 
-async function handle(request: IncomingMessage, response: ServerResponse, options: ReceiverOptions, seen: Set<string>): Promise<void> {
+// Ids already handled, and handlers still running: a retry may arrive while the first attempt's handler
+// is still at work (the sender timed out), and must wait for it rather than run it again.
+type Idempotency = { done: Set<string>; running: Map<string, Promise<void>> };
+
+async function handle(request: IncomingMessage, response: ServerResponse, options: ReceiverOptions, ids: Idempotency): Promise<void> {
   if (request.method !== 'POST') return answer(response, 405, 'POST only');
   const body = await readBody(request);
   if (body === undefined) return answer(response, 413, 'body too large');
@@ -45,11 +49,21 @@ async function handle(request: IncomingMessage, response: ServerResponse, option
   }
 
   // Verified, so the id is ours: a repeat is a retry of a callback already handled.
+  // A production receiver would make this a unique key in its database instead of memory.
   const id = String(request.headers['webhook-id']);
-  if (seen.has(id)) return answer(response, 204);
-  await options.onCallback(payload, id);
-  seen.add(id);
-  if (seen.size > MAX_REMEMBERED_IDS) seen.delete(seen.values().next().value as string);
+  if (ids.done.has(id)) return answer(response, 204);
+  let work = ids.running.get(id);
+  if (!work) {
+    work = (async () => options.onCallback(payload, id))();
+    ids.running.set(id, work);
+  }
+  try {
+    await work;
+  } finally {
+    ids.running.delete(id);
+  }
+  ids.done.add(id);
+  if (ids.done.size > MAX_REMEMBERED_IDS) ids.done.delete(ids.done.values().next().value as string);
   answer(response, 204);
 }
 

@@ -60,6 +60,24 @@ test('a repeated webhook-id is acknowledged with 204 but not processed again', a
   assert.equal(calls, 1);
 });
 
+test('a retry that arrives while the first delivery is still being handled waits for it instead of running twice', async (t) => {
+  const secret = newSecret();
+  let calls = 0;
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const url = await listen(t, async () => {
+    calls += 1;
+    await gate;
+  }, [secret]);
+  const body = JSON.stringify({ type: 'backup.succeeded', timestamp: new Date().toISOString(), data: {} });
+  const first = post(url, body, signedHeaders(secret, body));
+  const second = post(url, body, signedHeaders(secret, body));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  release();
+  assert.deepEqual(await Promise.all([first, second]), [204, 204]);
+  assert.equal(calls, 1);
+});
+
 test('a handler that fails answers 500, so the sender retries and the callback is processed then', async (t) => {
   const secret = newSecret();
   const seen: string[] = [];

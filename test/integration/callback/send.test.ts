@@ -184,7 +184,8 @@ test('400 is not retried', async (t) => {
 test('410 Gone stops delivery at once', async (t) => {
   const hook = await receiver(t, [410]);
   const { error } = await send(callbackConfig(hook.url, [newSecret()]), succeededReport());
-  assertCallbackError(error, { attempts: 1, status: 410 });
+  const failure = assertCallbackError(error, { attempts: 1, status: 410 });
+  assert.match(failure.message, /410 Gone/);
   assert.equal(hook.requests.length, 1);
 });
 
