@@ -1,8 +1,9 @@
 // STORAGE_TYPE → storage driver. Adding a type to STORAGE_TYPES without a line here fails the type-check.
+import { azure } from './azure.ts';
 import { local } from './local.ts';
 import type { StorageDriver } from './types.ts';
 
-export const STORAGE_TYPES = ['local'] as const;
+export const STORAGE_TYPES = ['local', 'azure'] as const;
 export type StorageType = (typeof STORAGE_TYPES)[number];
 
-export const STORAGE_DRIVERS: Readonly<Record<StorageType, StorageDriver>> = { local };
+export const STORAGE_DRIVERS: Readonly<Record<StorageType, StorageDriver>> = { local, azure };
