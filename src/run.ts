@@ -4,11 +4,12 @@ import { randomBytes } from 'node:crypto';
 import { basename, extname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { sendCallback } from './callback/send.ts';
 import type { Config } from './config.ts';
 import { createSecretsDir, removeSecretsDir, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
 import type { DbConfig } from './engines/types.ts';
-import { DeadlineError, DumpError, PlanBError } from './errors.ts';
+import { CallbackError, DeadlineError, DumpError, PlanBError } from './errors.ts';
 import { EXIT_CODES, exitNameFor } from './exit-codes.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
@@ -21,6 +22,9 @@ import { which } from './which.ts';
 
 // A progress line at least this often on long dumps.
 const PROGRESS_INTERVAL_MS = 10_000;
+// After SIGTERM or the deadline, the failure callback gets this long: inside Cloud Run's 10 s grace
+// and before main.ts's forced exit.
+const CALLBACK_AFTER_ABORT_MS = 5_000;
 
 export type RunOptions = {
   log: Logger;
@@ -47,39 +51,62 @@ export async function runBackup(config: Config, options: RunOptions): Promise<Ru
     object = await backup(config, { runId, log, scrub, signal, facts, now });
   } catch (error) {
     failure = signal.aborted ? signal.reason : error;
-  } finally {
-    deadline.clear();
   }
 
-  const finishedAt = now();
+  let report = buildReport(config, { runId, startedAt, finishedAt: now(), facts, object, failure, scrub });
+  if (failure === undefined) {
+    log.info({ object, rawBytes: report.rawBytes, durations: report.durations }, 'backup stored');
+  } else {
+    log.error(
+      { exitCode: report.exitCode, exitName: report.exitName, stage: report.error?.stage, err: failure instanceof PlanBError ? undefined : failure },
+      `backup failed: ${report.error?.message}`,
+    );
+  }
+
+  if (config.callback) {
+    // A stored backup's callback runs within what is left of the deadline; a failure's, when the run
+    // was aborted, within a short budget of its own.
+    const callbackSignal = signal.aborted ? AbortSignal.timeout(CALLBACK_AFTER_ABORT_MS) : signal;
+    try {
+      await sendCallback(config.callback, report, { signal: callbackSignal, log, secrets: config.secrets });
+    } catch (error) {
+      if (report.status === 'failed') {
+        log.warn({ err: error }, 'the failure callback could not be delivered; the backup failure decides the exit code');
+      } else {
+        const callbackFailure = error instanceof CallbackError ? error : new CallbackError(messageOf(error), { attempts: 0 }, { cause: error });
+        report = buildReport(config, { runId, startedAt, finishedAt: now(), facts, object, failure: callbackFailure, scrub });
+        log.error({ exitCode: report.exitCode, exitName: report.exitName, object }, `backup stored, but the callback failed: ${report.error?.message}`);
+      }
+    }
+  }
+  deadline.clear();
+  return report;
+}
+
+function buildReport(
+  config: Config,
+  run: { runId: string; startedAt: Date; finishedAt: Date; facts: BackupContext['facts']; object: ObjectReport | undefined; failure: unknown; scrub: Scrub },
+): RunReport {
+  const { failure, facts } = run;
   const exitName = exitNameFor(failure);
-  const report: RunReport = {
-    runId,
-    status: failure === undefined ? 'succeeded' : 'failed',
+  return {
+    runId: run.runId,
+    status: failure === undefined || failure instanceof CallbackError ? 'succeeded' : 'failed',
     exitCode: EXIT_CODES[exitName].code,
     exitName,
     database: { type: config.db.type, host: config.db.host, name: config.db.name },
     dumpTool: facts.tool,
-    object,
+    object: run.object,
     rawBytes: facts.rawBytes,
-    startedAt,
-    finishedAt,
-    durations: { totalMs: finishedAt.getTime() - startedAt.getTime(), prepareMs: facts.prepareMs, streamMs: facts.streamMs },
+    startedAt: run.startedAt,
+    finishedAt: run.finishedAt,
+    durations: { totalMs: run.finishedAt.getTime() - run.startedAt.getTime(), prepareMs: facts.prepareMs, streamMs: facts.streamMs },
     error:
       failure === undefined
         ? undefined
-        : { stage: failure instanceof PlanBError ? failure.stage : 'internal', code: exitName, message: scrub(messageOf(failure)) },
+        : { stage: failure instanceof PlanBError ? failure.stage : 'internal', code: exitName, message: run.scrub(messageOf(failure)) },
     platform: config.platform,
   };
-  if (failure === undefined) {
-    log.info({ object, rawBytes: report.rawBytes, durations: report.durations, exitCode: report.exitCode }, 'backup stored');
-  } else {
-    log.error(
-      { exitCode: report.exitCode, exitName, stage: report.error?.stage, err: failure instanceof PlanBError ? undefined : failure },
-      `backup failed: ${report.error?.message}`,
-    );
-  }
-  return report;
 }
 
 type BackupContext = {
