@@ -1,0 +1,405 @@
+// STORAGE_TYPE=s3: Amazon S3 and S3-compatible stores (MinIO, Cloudflare R2, Ceph, GCS interop) through
+// @aws-sdk/lib-storage's multipart Upload. A body that errors, or an abort before the object is
+// committed, stops the part uploads in flight and aborts the multipart upload, so nothing appears at the
+// key; the caller sees the body's error or the abort reason, and a failed cleanup only as a warning.
+//
+// Part sizing (planParts). S3 allows 10,000 parts of 5 MiB–5 GiB and objects up to 5 TiB; lib-storage
+// needs equal parts, chosen before the first byte. Measured on this project (FACTS.md), the job's RSS is
+//   RSS ≈ 100 MiB + partSize × (concurrency + 2.5)
+// (parts in flight, the part being filled, lib-storage's concat copy). So:
+// - size unknown: 8 MiB × 4 → ≈ 152 MiB, objects up to 78.1 GiB (the fixed 5 MiB of lib-storage and
+//   rclone stops at 48.8 GiB);
+// - size known (BACKUP_EXPECTED_SIZE): part = max(8 MiB, 2 × size / 10,000), so an estimate off by 2×
+//   still fits; concurrency drops (never below 2) to keep partSize × (concurrency + 2.5) at the 52 MiB
+//   the defaults use while it can: 11 MiB × 2 for 50 GiB (≈ 150 MiB); ≤ 200 MiB up to a 107 GiB
+//   estimate (22 MiB parts); 525 MiB parts (≈ 2.4 GiB RSS) for anything from 2.5 TiB to the 5 TiB limit.
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { S3Client, type PutObjectCommandInput, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { bool, str } from 'envalid';
+import { count, size } from '../config-specs.ts';
+import { ConfigError, StorageError, type StorageFailure } from '../errors.ts';
+import { formatBytes } from '../units.ts';
+import { rootCause } from './failure.ts';
+import type { CommonStorageSettings, StorageDriver } from './types.ts';
+
+const MiB = 1024 ** 2;
+const GiB = 1024 ** 3;
+const TiB = 1024 ** 4;
+
+// S3's hard limits (the same on R2, MinIO, Ceph): parts per upload, size of a non-last part, object size.
+export const MAX_PARTS = 10_000;
+export const MIN_PART_SIZE = 5 * MiB;
+export const MAX_PART_SIZE = 5 * GiB;
+export const MAX_OBJECT_SIZE = 5 * TiB;
+// Unknown size: 8 MiB × 10,000 = 78.1 GiB, above the 50 GiB a default must reach, at ≈ 152 MiB RSS.
+export const DEFAULT_PART_SIZE = 8 * MiB;
+// lib-storage's own default; four parts in flight hide the latency of one part upload.
+export const DEFAULT_CONCURRENCY = 4;
+// With one uploader, lib-storage stops reading while it uploads: the dump would stall on every part.
+export const MIN_CONCURRENCY = 2;
+// A size estimate may be low by this factor and the dump still fits in 10,000 parts.
+export const SIZE_HINT_MARGIN = 2;
+// Measured process baseline (Node, SDK, pipeline) and buffers per part beyond those in flight.
+export const BASELINE_RSS = 100 * MiB;
+const EXTRA_PART_COPIES = 2.5;
+// The part memory the measured defaults use (8 MiB × 6.5); larger parts trade concurrency to stay there.
+const PART_MEMORY_BUDGET = DEFAULT_PART_SIZE * (DEFAULT_CONCURRENCY + EXTRA_PART_COPIES);
+// Part sizes are whole MiB, for readable logs.
+const PART_ALIGNMENT = MiB;
+// A custom endpoint with no STORAGE_REGION: MinIO, Ceph and R2 accept any region and most expect this one.
+const DEFAULT_ENDPOINT_REGION = 'us-east-1';
+// A TCP/TLS connect takes milliseconds; 10 s means the endpoint is unreachable (the SDK then retries).
+const CONNECT_TIMEOUT_MS = 10_000;
+// No byte either way for 2 min is a stalled connection (S3 keeps even a long Complete alive with spaces).
+const SOCKET_IDLE_TIMEOUT_MS = 120_000;
+// After a failure or abort, how long cleanup (cancelling parts, AbortMultipartUpload) may delay the answer.
+const CLEANUP_GRACE_MS = 5_000;
+
+// How one upload is cut into parts, and what that costs.
+export type PartPlan = {
+  partSize: number;
+  concurrency: number;
+  // The largest object this plan can store (10,000 parts, at most 5 TiB).
+  capacity: number;
+  // RSS the job is expected to reach with this plan (the formula above).
+  memoryEstimate: number;
+  // Set when STORAGE_PART_SIZE was too small for the size hint and had to be raised.
+  raisedFrom?: number;
+};
+
+// Chooses part size and concurrency from the expected size (if any) and the user's settings (if any).
+export function planParts(sizeHint: number | undefined, configured: { partSize?: number | undefined; concurrency?: number | undefined } = {}): PartPlan {
+  const hint = sizeHint !== undefined && Number.isFinite(sizeHint) && sizeHint > 0 ? Math.min(sizeHint, MAX_OBJECT_SIZE) : undefined;
+  // The smallest part that still fits the hint itself (no margin): an explicit setting may not go below it.
+  const fitting = hint === undefined ? MIN_PART_SIZE : align(Math.ceil(hint / MAX_PARTS));
+  let partSize: number;
+  let raisedFrom: number | undefined;
+  if (configured.partSize !== undefined) {
+    partSize = Math.max(configured.partSize, fitting);
+    if (partSize !== configured.partSize) raisedFrom = configured.partSize;
+  } else {
+    const withMargin = hint === undefined ? 0 : align(Math.ceil(Math.min(hint * SIZE_HINT_MARGIN, MAX_OBJECT_SIZE) / MAX_PARTS));
+    partSize = Math.max(DEFAULT_PART_SIZE, withMargin);
+  }
+  partSize = Math.min(Math.max(partSize, MIN_PART_SIZE), MAX_PART_SIZE);
+  const concurrency =
+    configured.concurrency ??
+    Math.min(DEFAULT_CONCURRENCY, Math.max(MIN_CONCURRENCY, Math.floor(PART_MEMORY_BUDGET / partSize - EXTRA_PART_COPIES)));
+  return {
+    partSize,
+    concurrency,
+    capacity: Math.min(partSize * MAX_PARTS, MAX_OBJECT_SIZE),
+    memoryEstimate: Math.round(BASELINE_RSS + partSize * (concurrency + EXTRA_PART_COPIES)),
+    ...(raisedFrom !== undefined && { raisedFrom }),
+  };
+}
+
+function align(bytes: number): number {
+  return Math.ceil(bytes / PART_ALIGNMENT) * PART_ALIGNMENT;
+}
+
+const SSE_MODES = ['AES256', 'aws:kms', 'aws:kms:dsse'] as const;
+
+// The variables of STORAGE_TYPE=s3 (besides STORAGE_BUCKET, STORAGE_ENDPOINT, STORAGE_REGION).
+const env = {
+  STORAGE_ACCESS_KEY_ID: str({ default: undefined, desc: 'static access key id; default: the SDK credential chain' }),
+  STORAGE_SECRET_ACCESS_KEY: str({ default: undefined, desc: 'static secret access key' }),
+  STORAGE_SESSION_TOKEN: str({ default: undefined, desc: 'session token of temporary static credentials' }),
+  STORAGE_S3_FORCE_PATH_STYLE: bool({ default: undefined, desc: 'path-style URLs; default: true with STORAGE_ENDPOINT, false on AWS' }),
+  STORAGE_S3_SSE: str({ choices: SSE_MODES, default: undefined, desc: 'server-side encryption; default: the bucket default' }),
+  STORAGE_S3_KMS_KEY_ID: str({ default: undefined, desc: 'KMS key for STORAGE_S3_SSE=aws:kms' }),
+  // On by default: the key is unique per run anyway, and this makes S3 itself refuse to replace an object.
+  STORAGE_S3_IF_NONE_MATCH: bool({ default: true, desc: 'send If-None-Match: * so that an existing object is never replaced' }),
+  STORAGE_CLASS: str({ default: undefined, desc: 'storage class, e.g. STANDARD_IA; default: the bucket default' }),
+  STORAGE_PART_SIZE: size({ default: undefined, desc: 'multipart part size; default: from BACKUP_EXPECTED_SIZE, else 8MiB' }),
+  STORAGE_CONCURRENCY: count({ default: undefined, desc: 'parts uploaded at once; default: 4, fewer for large parts' }),
+};
+
+// Everything an S3 target needs, validated.
+export type S3Options = {
+  bucket: string;
+  endpoint: string | undefined;
+  region: string | undefined;
+  forcePathStyle: boolean;
+  credentials: { accessKeyId: string; secretAccessKey: string; sessionToken?: string } | undefined;
+  sse: (typeof SSE_MODES)[number] | undefined;
+  kmsKeyId: string | undefined;
+  storageClass: string | undefined;
+  ifNoneMatch: boolean;
+  partSize: number | undefined;
+  concurrency: number | undefined;
+};
+
+// Checks the combinations envalid cannot; throws a ConfigError naming every problem.
+export function s3Options(common: CommonStorageSettings, settings: Record<string, unknown>): S3Options {
+  const text = (name: string) => settings[name] as string | undefined;
+  const problems: string[] = [];
+  const accessKeyId = text('STORAGE_ACCESS_KEY_ID');
+  const secretAccessKey = text('STORAGE_SECRET_ACCESS_KEY');
+  const sessionToken = text('STORAGE_SESSION_TOKEN');
+  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
+    problems.push('STORAGE_ACCESS_KEY_ID and STORAGE_SECRET_ACCESS_KEY must be set together (or neither, for the AWS credential chain)');
+  }
+  if (sessionToken !== undefined && accessKeyId === undefined) problems.push('STORAGE_SESSION_TOKEN needs STORAGE_ACCESS_KEY_ID and STORAGE_SECRET_ACCESS_KEY');
+  const sse = text('STORAGE_S3_SSE') as S3Options['sse'];
+  const kmsKeyId = text('STORAGE_S3_KMS_KEY_ID');
+  if (kmsKeyId !== undefined && !sse?.startsWith('aws:kms')) problems.push('STORAGE_S3_KMS_KEY_ID needs STORAGE_S3_SSE=aws:kms (or aws:kms:dsse)');
+  const partSize = settings.STORAGE_PART_SIZE as number | undefined;
+  if (partSize !== undefined && (partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE)) {
+    problems.push(`STORAGE_PART_SIZE: ${formatBytes(partSize)} is outside S3's 5 MiB–5 GiB`);
+  }
+  const concurrency = settings.STORAGE_CONCURRENCY as number | undefined;
+  if (concurrency === 0) problems.push('STORAGE_CONCURRENCY must be at least 1');
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    bucket: common.bucket,
+    endpoint: common.endpoint,
+    region: common.region ?? (common.endpoint === undefined ? undefined : DEFAULT_ENDPOINT_REGION),
+    // Custom endpoints (MinIO, Ceph, a local emulator) rarely have wildcard DNS for virtual-hosted buckets.
+    forcePathStyle: (settings.STORAGE_S3_FORCE_PATH_STYLE as boolean | undefined) ?? common.endpoint !== undefined,
+    credentials:
+      accessKeyId !== undefined && secretAccessKey !== undefined
+        ? { accessKeyId, secretAccessKey, ...(sessionToken !== undefined && { sessionToken }) }
+        : undefined,
+    sse,
+    kmsKeyId,
+    storageClass: text('STORAGE_CLASS'),
+    ifNoneMatch: (settings.STORAGE_S3_IF_NONE_MATCH as boolean | undefined) ?? true,
+    partSize,
+    concurrency,
+  };
+}
+
+// Error codes (S3's `Code`, the SDK's error name) that no retry will heal.
+const DENIED_CODES = new Set([
+  'AccessDenied', 'AllAccessDisabled', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'NoSuchBucket',
+  'ExpiredToken', 'InvalidToken', 'TokenRefreshRequired', 'AccountProblem', 'CredentialsProviderError',
+]);
+// Codes of a store that is overloaded, briefly down or unreachable: a later retry may succeed.
+const UNAVAILABLE_CODES = new Set([
+  'SlowDown', 'ServiceUnavailable', 'InternalError', 'RequestTimeout', 'TimeoutError', 'Throttling',
+  'ThrottlingException', 'TooManyRequests', 'RequestLimitExceeded', 'BandwidthLimitExceeded', 'OperationAborted',
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED',
+]);
+
+type SdkError = Error & { code?: string; $metadata?: { httpStatusCode?: number } };
+
+// denied (401/403, missing bucket, bad keys) | unavailable (429, 5xx, throttling, network) | other.
+export function s3FailureKind(error: unknown): StorageFailure {
+  const failure = error as SdkError | undefined;
+  const status = failure?.$metadata?.httpStatusCode;
+  const codes = [failure?.name, failure?.code].filter((code): code is string => typeof code === 'string');
+  if (codes.some((code) => DENIED_CODES.has(code)) || status === 401 || status === 403) return 'denied';
+  if (codes.some((code) => UNAVAILABLE_CODES.has(code)) || status === 429 || (status !== undefined && status >= 500 && status !== 501)) return 'unavailable';
+  return 'other';
+}
+
+function describeFailure(error: unknown, operation: string, ifNoneMatch: boolean): string {
+  const failure = error as SdkError;
+  const status = failure.$metadata?.httpStatusCode;
+  const code = failure.code ?? failure.name;
+  const base = `${operation}: ${code}${status === undefined ? '' : ` (HTTP ${status})`}: ${failure.message}`;
+  if (status === 412 || code === 'PreconditionFailed') return `${base}; an object already exists at this key and is never overwritten`;
+  if (status === 501 && ifNoneMatch) return `${base}; if this store does not support conditional writes, set STORAGE_S3_IF_NONE_MATCH=false`;
+  return base;
+}
+
+// Only part uploads are cut off when the upload stops: cancelling one loses nothing but the upload.
+// CreateMultipartUpload is short and must answer with the id that AbortMultipartUpload needs; the
+// commit (CompleteMultipartUpload, or the single PutObject of a small body) may already have stored
+// the object once sent, so its answer decides; AbortMultipartUpload is the cleanup itself.
+function interruptible(method: string, query: Record<string, unknown>): boolean {
+  return method === 'PUT' && 'partNumber' in query && 'uploadId' in query;
+}
+
+// An HTTP handler that cancels interruptible requests when `cancel` aborts.
+function cancellableHandler(cancel: AbortSignal): S3ClientConfig['requestHandler'] {
+  const http = new NodeHttpHandler({ connectionTimeout: CONNECT_TIMEOUT_MS, socketTimeout: SOCKET_IDLE_TIMEOUT_MS });
+  return {
+    metadata: http.metadata,
+    handle: (request: Parameters<NodeHttpHandler['handle']>[0], options?: Parameters<NodeHttpHandler['handle']>[1]) => {
+      if (!interruptible(request.method, request.query)) return http.handle(request, options);
+      const abortSignal = options?.abortSignal ? AbortSignal.any([options.abortSignal as AbortSignal, cancel]) : cancel;
+      return http.handle(request, { ...options, abortSignal });
+    },
+    updateHttpClientConfig: (...args: Parameters<NodeHttpHandler['updateHttpClientConfig']>) => http.updateHttpClientConfig(...args),
+    httpHandlerConfigs: () => http.httpHandlerConfigs(),
+    destroy: () => http.destroy(),
+  };
+}
+
+function createClient(options: S3Options, cancel: AbortSignal): S3Client {
+  const custom = options.endpoint !== undefined;
+  return new S3Client({
+    ...(options.region !== undefined && { region: options.region }),
+    ...(custom && { endpoint: options.endpoint }),
+    forcePathStyle: options.forcePathStyle,
+    // Unset: the SDK's default chain (AWS_* variables, IRSA web identity, ECS and EC2 roles, profiles).
+    ...(options.credentials && { credentials: options.credentials }),
+    // On AWS a wrong or missing bucket region is corrected from S3's redirect instead of failing.
+    followRegionRedirects: !custom,
+    // AWS checks a CRC32 per part; many S3-compatible stores reject the newer checksum headers.
+    requestChecksumCalculation: custom ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
+    responseChecksumValidation: custom ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
+    requestHandler: cancellableHandler(cancel),
+  });
+}
+
+// What one upload learned while it ran: shared by the request observer, the body feed and the verdict.
+type UploadState = {
+  // Aborted once the upload cannot succeed any more: cancels part uploads in flight.
+  cancel: AbortController;
+  // Resolved when the upload stopped (failure or abort) or an abort came during the commit.
+  stopped: PromiseWithResolvers<void>;
+  // The first failure of the store itself (after the SDK's retries), already classified.
+  storageFailure: StorageError | undefined;
+  cleanupFailure: unknown;
+  uploadId: string | undefined;
+  committing: boolean;
+};
+
+// Watches every S3 call of the upload: records the upload id, the commit, the first failure (and stops
+// the upload on it), and a failed AbortMultipartUpload as a cleanup failure only.
+function observe(client: S3Client, state: UploadState, describe: (error: unknown, operation: string) => StorageError, stop: (cause: unknown) => void): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const operation = (context.commandName ?? 'S3').replace(/Command$/, '');
+      if (operation === 'CompleteMultipartUpload' || operation === 'PutObject') state.committing = true;
+      try {
+        const result = await next(args);
+        if (operation === 'CreateMultipartUpload') state.uploadId = (result.output as { UploadId?: string }).UploadId;
+        return result;
+      } catch (error) {
+        if (operation === 'AbortMultipartUpload') {
+          state.cleanupFailure = error;
+        } else if (!state.cancel.signal.aborted) {
+          state.storageFailure ??= describe(error, operation);
+          stop(state.storageFailure);
+        }
+        throw error;
+      }
+    },
+    { step: 'initialize', name: 'planbUploadObserver' },
+  );
+}
+
+// Waits for `settled`, but once `stopped` resolves, for at most `graceMs` more.
+async function settleWithin<T>(settled: Promise<T>, stopped: Promise<void>, graceMs: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const grace = stopped.then(() => new Promise<'timeout'>((resolve) => (timer = setTimeout(resolve, graceMs, 'timeout'))));
+  try {
+    return await Promise.race([settled, grace]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export const s3 = {
+  env,
+  // The key id too: harmless to redact, and it lets both halves of a key pair come from mounted files.
+  secrets: ['STORAGE_ACCESS_KEY_ID', 'STORAGE_SECRET_ACCESS_KEY', 'STORAGE_SESSION_TOKEN'],
+  open(common, settings) {
+    const options = s3Options(common, settings);
+    return {
+      async upload({ key, body, signal, contentType, metadata, sizeHint, log }) {
+        signal.throwIfAborted();
+        const where = `s3://${options.bucket}/${key}`;
+        const plan = planParts(sizeHint, options);
+        if (plan.raisedFrom !== undefined) {
+          log.warn(
+            { configured: plan.raisedFrom, partSize: plan.partSize, sizeHint },
+            `STORAGE_PART_SIZE ${formatBytes(plan.raisedFrom)} cannot hold ${formatBytes(sizeHint ?? 0)} in ${MAX_PARTS} parts; using ${formatBytes(plan.partSize)}`,
+          );
+        }
+        log.info(
+          { partSize: plan.partSize, concurrency: plan.concurrency, capacity: plan.capacity, memoryEstimate: plan.memoryEstimate, sizeHint },
+          `s3 upload to ${where}: ${formatBytes(plan.partSize)} parts × ${plan.concurrency} at once, up to ${formatBytes(plan.capacity)}`,
+        );
+
+        const state: UploadState = {
+          cancel: new AbortController(),
+          stopped: Promise.withResolvers<void>(),
+          storageFailure: undefined,
+          cleanupFailure: undefined,
+          uploadId: undefined,
+          committing: false,
+        };
+        let received = 0;
+
+        const feed = new Transform({
+          transform(chunk: Buffer, _encoding, callback) {
+            received += chunk.length;
+            if (received <= plan.capacity) return callback(null, chunk);
+            state.storageFailure ??= new StorageError(
+              `s3 upload to ${where} failed: the backup is larger than ${formatBytes(plan.capacity)} (${MAX_PARTS} parts of ` +
+                `${formatBytes(plan.partSize)}); set BACKUP_EXPECTED_SIZE (or STORAGE_PART_SIZE) to the expected size`,
+              'other',
+            );
+            callback(state.storageFailure);
+          },
+        });
+        const stop = (cause: unknown) => {
+          state.stopped.resolve();
+          if (state.cancel.signal.aborted) return;
+          state.cancel.abort(cause);
+          feed.destroy(cause instanceof Error ? cause : new Error(String(cause)));
+        };
+        const client = createClient(options, state.cancel.signal);
+        const describe = (error: unknown, operation: string) =>
+          new StorageError(`s3 upload to ${where} failed: ${describeFailure(error, operation, options.ifNoneMatch)}`, s3FailureKind(error), { cause: error });
+        observe(client, state, describe, stop);
+
+        const params: PutObjectCommandInput = {
+          Bucket: options.bucket,
+          Key: key,
+          Body: feed,
+          ContentType: contentType,
+          Metadata: { ...metadata },
+          ...(options.sse !== undefined && { ServerSideEncryption: options.sse }),
+          ...(options.kmsKeyId !== undefined && { SSEKMSKeyId: options.kmsKeyId }),
+          ...(options.storageClass !== undefined && { StorageClass: options.storageClass as PutObjectCommandInput['StorageClass'] }),
+          // lib-storage passes it to the single PutObject and to CompleteMultipartUpload: S3 answers 412.
+          ...(options.ifNoneMatch && { IfNoneMatch: '*' }),
+        };
+        // No abortController: lib-storage would answer an abort at once while parts and the commit go on.
+        const upload = new Upload({ client, params, partSize: plan.partSize, queueSize: plan.concurrency, leavePartsOnError: false });
+
+        // An abort before the commit stops everything. Once the commit is sent, S3 may already have stored
+        // the object: its answer decides, if it comes within the grace period.
+        const onAbort = () => (state.committing ? state.stopped.resolve() : stop(signal.reason));
+        signal.addEventListener('abort', onAbort, { once: true });
+        // Started before data flows and awaited together with the body (aws-sdk-js-v3#3907).
+        const uploading = upload.done();
+        const feeding = pipeline(body, feed, { signal }).catch((error: unknown) => {
+          stop(error);
+          throw error;
+        });
+        const outcome = await settleWithin(Promise.allSettled([feeding, uploading]), state.stopped.promise, CLEANUP_GRACE_MS);
+        signal.removeEventListener('abort', onAbort);
+
+        if (outcome === 'timeout') {
+          const context = { bucket: options.bucket, key, uploadId: state.uploadId };
+          if (state.committing) log.warn(context, `aborted while S3 was committing ${where}; the object may exist although this upload failed`);
+          else log.warn(context, `s3 cleanup did not finish within ${CLEANUP_GRACE_MS} ms; an incomplete multipart upload may remain until a lifecycle rule removes it`);
+          throw rootCause(state.storageFailure ?? state.cancel.signal.reason, body, signal, `s3 upload to ${where} failed`, 'other');
+        }
+        client.destroy();
+        const [fed, done] = outcome;
+        if (state.cleanupFailure !== undefined) {
+          log.warn(
+            { err: state.cleanupFailure, bucket: options.bucket, key, uploadId: state.uploadId },
+            'could not abort the multipart upload; its parts stay stored (and billed) until a lifecycle rule (AbortIncompleteMultipartUpload) removes them',
+          );
+        }
+        // lib-storage commits only after the feed ended cleanly, so a committed object holds the whole body.
+        if (done.status === 'fulfilled') return { url: where };
+        if (state.storageFailure !== undefined && !signal.aborted) throw state.storageFailure;
+        const error: unknown = done.reason ?? (fed.status === 'rejected' ? fed.reason : undefined);
+        throw rootCause(error, body, signal, `s3 upload to ${where} failed`, s3FailureKind(error));
+      },
+    };
+  },
+} satisfies StorageDriver;

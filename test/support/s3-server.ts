@@ -1,0 +1,311 @@
+// A throw-away S3 for the tests and the benchmark: s3rver (npm) on 127.0.0.1 in its own temp directory,
+// behind a small front on another 127.0.0.1 port that clients talk to. The front
+// - makes s3rver as strict as AWS where it is not: `If-None-Match: *` on PutObject and
+//   CompleteMultipartUpload answers 412 when the key exists (s3rver ignores the header and overwrites);
+// - can answer AbortMultipartUpload the way AWS does (s3rver itself answers 405 and keeps the parts);
+// - injects faults for chosen requests: an S3 error (403, 503, …) or a request that never gets an answer;
+// - records every request, so a test can say what was (not) sent.
+// Nothing here listens beyond 127.0.0.1.
+import { createRequire } from 'node:module';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { TestContext } from 'node:test';
+import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+
+const HOST = '127.0.0.1' as const;
+// s3rver's built-in account; it checks the key id (InvalidAccessKeyId) but not SigV4 signatures.
+export const S3RVER_KEY = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
+export const S3RVER_REGION = 'us-east-1';
+
+// The S3 operation a request is, as far as these tests need to tell them apart.
+export type S3Operation =
+  | 'PutObject' | 'UploadPart' | 'CreateMultipartUpload' | 'CompleteMultipartUpload' | 'AbortMultipartUpload'
+  | 'GetObject' | 'HeadObject' | 'DeleteObject' | 'ListObjects' | 'CreateBucket' | 'Other';
+
+// One request as the front saw it.
+export type RecordedRequest = {
+  operation: S3Operation;
+  method: string;
+  bucket: string;
+  key: string;
+  query: URLSearchParams;
+  headers: IncomingMessage['headers'];
+  // The status the front or s3rver answered; undefined while pending or when never answered.
+  status: number | undefined;
+};
+
+// A fault: for requests that `match` (at most `times` of them), answer with an S3 error or never answer.
+export type Fault = {
+  match: (request: RecordedRequest) => boolean;
+  reply: { status: number; code: string; message?: string } | 'stall';
+  times?: number;
+};
+
+export type S3TestServer = {
+  // The front: what the code under test talks to.
+  endpoint: string;
+  // s3rver itself, bypassing the front (and its faults); what `client` uses.
+  directEndpoint: string;
+  region: string;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  // An SDK client on the direct endpoint, for checking what is stored.
+  client: S3Client;
+  requests: RecordedRequest[];
+  inject(fault: Fault): void;
+  clearFaults(): void;
+  // The object's bytes, read back with the SDK; undefined when there is no object at the key.
+  read(bucket: string, key: string): Promise<Buffer | undefined>;
+  // Every key under the prefix (ListObjectsV2, all pages).
+  list(bucket: string, prefix: string): Promise<string[]>;
+  // Multipart uploads s3rver still keeps (started, neither completed nor aborted).
+  pendingUploads(bucket: string): Promise<string[]>;
+  stop(): Promise<void>;
+};
+
+export type S3ServerOptions = {
+  buckets?: readonly string[];
+  // Answer AbortMultipartUpload like AWS (204, parts removed) instead of passing it on to s3rver (405).
+  implementAbort?: boolean;
+};
+
+type S3rverOptions = {
+  address: string;
+  port: number;
+  silent: boolean;
+  directory: string;
+  configureBuckets: { name: string }[];
+};
+type S3rverInstance = {
+  run(): Promise<AddressInfo>;
+  close(): Promise<void>;
+  store: { getResourcePath(bucket: string, key: string | undefined, resource: string): string };
+};
+type S3rverConstructor = new (options: S3rverOptions) => S3rverInstance;
+
+const require = createRequire(import.meta.url);
+
+function loadS3rver(): S3rverConstructor | undefined {
+  try {
+    return require('s3rver') as S3rverConstructor;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') return undefined;
+    throw error;
+  }
+}
+
+// True when s3rver is installed; otherwise skips the test loudly, or throws when CI is set.
+export function requireS3rver(t: TestContext): boolean {
+  if (loadS3rver()) return true;
+  const hint = 'run npm ci (s3rver is a devDependency)';
+  if (process.env.CI) throw new Error(`s3rver is not installed (CI is set, so this is a failure, not a skip); ${hint}`);
+  t.skip(`s3rver is not installed; ${hint}`);
+  return false;
+}
+
+// Starts s3rver and its front, with the given buckets created.
+export async function startS3Server(options: S3ServerOptions = {}): Promise<S3TestServer> {
+  const S3rver = loadS3rver();
+  if (!S3rver) throw new Error('s3rver is not installed (npm ci)');
+  const directory = await mkdtemp(join(tmpdir(), 'planb-s3rver-'));
+  let s3rver: S3rverInstance | undefined;
+  let front: Server | undefined;
+  try {
+    s3rver = new S3rver({
+      address: HOST,
+      port: 0,
+      silent: true,
+      directory,
+      configureBuckets: (options.buckets ?? []).map((name) => ({ name })),
+    });
+    const direct = await s3rver.run();
+    const state = { faults: [] as (Fault & { used: number })[], requests: [] as RecordedRequest[], stalled: new Set<ServerResponse>() };
+    const backend = s3rver;
+    front = createServer((req, res) => {
+      handle(req, res, { state, backendPort: direct.port, s3rver: backend, implementAbort: options.implementAbort ?? false }).catch((error: unknown) => {
+        if (!res.headersSent) sendError(res, 500, 'InternalError', `test front failed: ${String(error)}`);
+        else res.destroy();
+      });
+    });
+    const server = front;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, HOST, resolve);
+    });
+    const port = (server.address() as AddressInfo).port;
+    const directEndpoint = `http://${HOST}:${direct.port}`;
+    const client = new S3Client({ endpoint: directEndpoint, region: S3RVER_REGION, forcePathStyle: true, credentials: S3RVER_KEY });
+    let stopped = false;
+    return {
+      endpoint: `http://${HOST}:${port}`,
+      directEndpoint,
+      region: S3RVER_REGION,
+      credentials: { ...S3RVER_KEY },
+      client,
+      requests: state.requests,
+      inject: (fault) => state.faults.push({ ...fault, used: 0 }),
+      clearFaults: () => {
+        state.faults.length = 0;
+      },
+      read: (bucket, key) => readObject(client, bucket, key),
+      list: (bucket, prefix) => listKeys(client, bucket, prefix),
+      pendingUploads: async (bucket) =>
+        readdir(backend.store.getResourcePath(bucket, undefined, 'uploads')).catch((error: unknown) => {
+          if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+          throw error;
+        }),
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        client.destroy();
+        for (const response of state.stalled) response.destroy();
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await backend.close();
+        await rm(directory, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    front?.close();
+    await s3rver?.close().catch(() => undefined); // it may not have started; the original error matters
+    await rm(directory, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+type FrontContext = {
+  state: { faults: (Fault & { used: number })[]; requests: RecordedRequest[]; stalled: Set<ServerResponse> };
+  backendPort: number;
+  s3rver: S3rverInstance;
+  implementAbort: boolean;
+};
+
+async function handle(req: IncomingMessage, res: ServerResponse, context: FrontContext): Promise<void> {
+  const url = new URL(req.url ?? '/', `http://${HOST}`);
+  const [bucket = '', ...rest] = url.pathname.slice(1).split('/');
+  const key = decodeURIComponent(rest.join('/'));
+  const method = req.method ?? 'GET';
+  const recorded: RecordedRequest = {
+    operation: operationOf(method, key, url.searchParams),
+    method,
+    bucket: decodeURIComponent(bucket),
+    key,
+    query: url.searchParams,
+    headers: req.headers,
+    status: undefined,
+  };
+  context.state.requests.push(recorded);
+  res.once('finish', () => {
+    recorded.status = res.statusCode;
+  });
+
+  const fault = context.state.faults.find((candidate) => candidate.used < (candidate.times ?? Infinity) && candidate.match(recorded));
+  if (fault) {
+    fault.used += 1;
+    if (fault.reply === 'stall') {
+      // Take the body, never answer: the client sees a request that hangs until it gives up.
+      context.state.stalled.add(res);
+      res.once('close', () => context.state.stalled.delete(res));
+      req.resume();
+      return;
+    }
+    await drain(req);
+    sendError(res, fault.reply.status, fault.reply.code, fault.reply.message ?? fault.reply.code, method === 'HEAD');
+    return;
+  }
+
+  if (req.headers['if-none-match'] === '*' && (recorded.operation === 'PutObject' || recorded.operation === 'CompleteMultipartUpload')) {
+    if (await exists(context.backendPort, url.pathname)) {
+      await drain(req);
+      sendError(res, 412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
+      return;
+    }
+  }
+
+  if (recorded.operation === 'AbortMultipartUpload' && context.implementAbort) {
+    const uploadDir = join(context.s3rver.store.getResourcePath(recorded.bucket, undefined, 'uploads'), url.searchParams.get('uploadId') ?? '');
+    const present = await readdir(uploadDir).then(() => true, () => false);
+    if (!present) {
+      sendError(res, 404, 'NoSuchUpload', 'The specified upload does not exist.');
+      return;
+    }
+    await rm(uploadDir, { recursive: true, force: true });
+    res.writeHead(204).end();
+    return;
+  }
+
+  await forward(req, res, context.backendPort);
+}
+
+function operationOf(method: string, key: string, query: URLSearchParams): S3Operation {
+  if (key === '') {
+    if (method === 'PUT') return 'CreateBucket';
+    if (method === 'GET') return 'ListObjects';
+    return 'Other';
+  }
+  if (method === 'PUT') return query.has('partNumber') && query.has('uploadId') ? 'UploadPart' : 'PutObject';
+  if (method === 'POST') return query.has('uploads') ? 'CreateMultipartUpload' : query.has('uploadId') ? 'CompleteMultipartUpload' : 'Other';
+  if (method === 'DELETE') return query.has('uploadId') ? 'AbortMultipartUpload' : 'DeleteObject';
+  if (method === 'GET') return 'GetObject';
+  if (method === 'HEAD') return 'HeadObject';
+  return 'Other';
+}
+
+async function forward(req: IncomingMessage, res: ServerResponse, port: number): Promise<void> {
+  const upstream = httpRequest({ host: HOST, port, method: req.method, path: req.url, headers: req.headers });
+  const answered = new Promise<IncomingMessage>((resolve, reject) => {
+    upstream.once('response', resolve);
+    upstream.once('error', reject);
+  });
+  // s3rver may answer (an error) before it read the whole body: the answer, not the upload, decides.
+  // A body that breaks off (the client cancelled) destroys `upstream`, which rejects `answered`.
+  void pipeline(req, upstream).catch(() => undefined);
+  const answer = await answered;
+  res.writeHead(answer.statusCode ?? 502, answer.headers);
+  await pipeline(answer, res);
+}
+
+// Whether s3rver holds an object at the path (an unsigned HEAD: s3rver lets those through).
+async function exists(port: number, path: string): Promise<boolean> {
+  const answer = await new Promise<IncomingMessage>((resolve, reject) => {
+    httpRequest({ host: HOST, port, method: 'HEAD', path }, resolve).once('error', reject).end();
+  });
+  answer.resume();
+  return answer.statusCode === 200;
+}
+
+async function drain(req: IncomingMessage): Promise<void> {
+  for await (const chunk of req) void chunk;
+}
+
+function sendError(res: ServerResponse, status: number, code: string, message: string, headOnly = false): void {
+  const body =
+    `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message>` +
+    `<RequestId>planb-test-front</RequestId></Error>`;
+  res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+  res.end(headOnly ? undefined : body);
+}
+
+async function readObject(client: S3Client, bucket: string, key: string): Promise<Buffer | undefined> {
+  try {
+    const answer = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return Buffer.from(await answer.Body!.transformToByteArray());
+  } catch (error) {
+    if ((error as Error).name === 'NoSuchKey') return undefined;
+    throw error;
+  }
+}
+
+async function listKeys(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    keys.push(...(page.Contents ?? []).map((object) => object.Key ?? ''));
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token !== undefined);
+  return keys;
+}
