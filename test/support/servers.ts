@@ -337,7 +337,7 @@ function lifecycle(entry: Live, proc: Proc, stopSignal: NodeJS.Signals): Pick<Te
     stop: () => {
       stopping ??= (async () => {
         if (!proc.exit) {
-          killGroup(proc.pid, stopSignal);
+          proc.child.kill(stopSignal); // the leader only: it shuts its own children down
           if (!(await exitedWithin(proc, STOP_TIMEOUT_MS))) await forceStop(proc);
         }
         killGroup(proc.pid, 'SIGKILL'); // stragglers of a server that died abruptly
