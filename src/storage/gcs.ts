@@ -1,0 +1,239 @@
+// STORAGE_TYPE=gcs: Google Cloud Storage, through @google-cloud/storage's resumable upload.
+//
+// The session is created first (with ifGenerationMatch=0: the object must not exist), then the body
+// streams into it. By default the whole body goes in ONE streaming request (`Content-Range: bytes
+// 0-*/*`), so memory stays flat and there is no chunk or object-count ceiling below GCS's 5 TiB.
+// GCS creates the object only when that request completes; a request cut off mid-body never
+// finalizes. So on a body error or abort we cut our own connections (the SDK would otherwise keep
+// the request open forever: its inner stream is destroyed without an error and never aborts it),
+// then cancel the session (DELETE on the session URI → 499) so nothing lingers.
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { pipeline } from 'node:stream/promises';
+import { RETRYABLE_ERR_FN_DEFAULT, Storage, type StorageOptions } from '@google-cloud/storage';
+import { makeValidator, str } from 'envalid';
+import { StorageError, type StorageFailure } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { parseSize } from '../units.ts';
+import { rootCause } from './failure.ts';
+import type { StorageDriver } from './types.ts';
+
+// GCS persists resumable data in 256 KiB units: a chunk size must be a multiple of it.
+const CHUNK_UNIT = 256 * 1024;
+// Retries of one failed request (session creation, status query) before the upload fails: the SDK's
+// default; the platform's own job retry covers longer outages.
+const MAX_RETRIES = 3;
+// Cancelling is best-effort cleanup (an unfinished session expires by itself within a week and is
+// never an object): it must not hold up the run's exit.
+const CANCEL_TIMEOUT_MS = 10_000;
+// What GCS answers when a session is cancelled, or when it is already gone.
+const CANCELLED_STATUSES = new Set([499, 404, 410]);
+// Network failures worth retrying the job for.
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ERR_STREAM_PREMATURE_CLOSE']);
+// The SDK's error when a failed request cannot be retried because the bytes are already gone: a
+// transient failure of GCS or the network, worth retrying the whole job.
+const UNREPLAYABLE = /offset is lower than the number of bytes written/;
+// google-auth-library's messages when the credentials themselves are missing or refused.
+const CREDENTIAL_FAILURE = /could not load the default credentials|invalid_grant|unauthorized_client|invalid_client|could not refresh access token/i;
+
+// The storage classes an object can be written with; unset = the bucket's default class.
+export const GCS_STORAGE_CLASSES = ['STANDARD', 'NEARLINE', 'COLDLINE', 'ARCHIVE'] as const;
+
+// A Google credentials JSON (service account key, or a workload identity federation config). Kept
+// as the string: the config's secret scrubbing matches it literally. Errors never echo the value.
+const credentialsJson = makeValidator<string>((input) => {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(input);
+  } catch {
+    throw new Error('is not valid JSON (expected a service account key file)');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || typeof (parsed as { type?: unknown }).type !== 'string') {
+    throw new Error('must be a Google credentials JSON object with a "type" field');
+  }
+  const credentials = parsed as Record<string, unknown>;
+  if (credentials.type === 'service_account' && (typeof credentials.client_email !== 'string' || typeof credentials.private_key !== 'string')) {
+    throw new Error('a service_account key needs client_email and private_key');
+  }
+  return input;
+});
+
+// `16MiB`, `8M`… a multiple of 256 KiB, as GCS requires of every chunk but the last.
+const chunkSize = makeValidator<number>((input) => {
+  const bytes = parseSize(input);
+  if (bytes === undefined || bytes < CHUNK_UNIT || bytes % CHUNK_UNIT !== 0) throw new Error(`"${input}" is not a multiple of 256KiB (e.g. 8MiB, 16MiB)`);
+  return bytes;
+});
+
+type GcsSettings = { GCS_CREDENTIALS_JSON?: string; STORAGE_CLASS?: string; STORAGE_PART_SIZE?: number };
+type Phase = 'session' | 'stream';
+
+export const gcs = {
+  env: {
+    GCS_CREDENTIALS_JSON: credentialsJson({ default: undefined, desc: 'service account key JSON; unset = Application Default Credentials' }),
+    STORAGE_CLASS: str({ choices: GCS_STORAGE_CLASSES, default: undefined, desc: 'storage class of the object; unset = the bucket default' }),
+    // Unset = one streaming request (flat memory, fastest). Set = that many bytes per request, held in
+    // memory until GCS confirms them, so a dropped connection resumes instead of failing the run.
+    STORAGE_PART_SIZE: chunkSize({ default: undefined, desc: 'GCS chunk size (multiple of 256KiB); unset = one streaming request' }),
+  },
+  secrets: ['GCS_CREDENTIALS_JSON'],
+  open(common, rawSettings) {
+    const settings = rawSettings as GcsSettings;
+    const endpoint = common.endpoint?.replace(/\/+$/, '');
+    const credentials = settings.GCS_CREDENTIALS_JSON === undefined ? undefined : (JSON.parse(settings.GCS_CREDENTIALS_JSON) as StorageOptions['credentials']);
+    const base: StorageOptions = {
+      ...(endpoint !== undefined && {
+        apiEndpoint: endpoint,
+        // Private and regional endpoints (*.googleapis.com) and explicit credentials get the token;
+        // emulators get none.
+        useAuthWithCustomEndpoint: isGoogleHost(endpoint) || credentials !== undefined,
+      }),
+      ...(credentials !== undefined && { credentials }),
+    };
+    const bucket = common.bucket;
+
+    return {
+      async upload({ key, body, signal, contentType, metadata, log }) {
+        const where = `gs://${bucket}/${key}`;
+        // Our own sockets, so that a failed upload can cut the request the SDK leaves open.
+        const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+        let stopped = false;
+        const stop = () => {
+          stopped = true;
+          agents.http.destroy();
+          agents.https.destroy();
+        };
+        const storage = new Storage({
+          ...base,
+          // Once this upload has failed, the SDK must not retry anything in the background.
+          retryOptions: { maxRetries: MAX_RETRIES, retryableErrorFn: (error) => !stopped && RETRYABLE_ERR_FN_DEFAULT(error) },
+        });
+        const file = storage.bucket(bucket).file(key);
+        const agent = (url: URL) => (url.protocol === 'http:' ? agents.http : agents.https);
+        // Every request for this file (gaxios → node-fetch) goes through these agents.
+        file.interceptors.push({ request: (options) => Object.assign(options, { agent }) as Parameters<typeof file.request>[0] });
+
+        const options = {
+          metadata: {
+            contentType,
+            ...(settings.STORAGE_CLASS !== undefined && { storageClass: settings.STORAGE_CLASS }),
+            metadata: { ...metadata },
+          },
+          // Never overwrite: the session is refused (412) if an object already exists at the key.
+          preconditionOpts: { ifGenerationMatch: 0 },
+        };
+        let session: string | undefined;
+        let phase: Phase = 'session';
+        // pipeline() destroys every stream with the first error, so body.errored alone cannot say
+        // whether the body failed or the upload did: the first 'error' event can.
+        let bodyFailedFirst = body.errored !== null;
+        let uploadFailed = false;
+        const onBodyError = () => {
+          bodyFailedFirst ||= !uploadFailed;
+        };
+        const onUploadError = () => {
+          uploadFailed ||= !bodyFailedFirst;
+        };
+        body.once('error', onBodyError);
+        signal.addEventListener('abort', stop, { once: true });
+        try {
+          signal.throwIfAborted();
+          [session] = await file.createResumableUpload(options);
+          signal.throwIfAborted();
+          phase = 'stream';
+          const sink = file.createWriteStream({
+            ...options,
+            uri: session,
+            offset: 0,
+            resumable: true,
+            // CRC32C in pure JS costs a core; the pipeline computes its own SHA-256 natively.
+            validation: false,
+            ...(settings.STORAGE_PART_SIZE !== undefined && { chunkSize: settings.STORAGE_PART_SIZE }),
+          });
+          sink.once('error', onUploadError);
+          sink.once('close', () => {
+            if (!sink.writableFinished) onUploadError();
+          });
+          await pipeline(body, sink, { signal });
+          return { url: where };
+        } catch (error) {
+          stop();
+          if (session !== undefined) await cancelSession(session, where, log);
+          const failure = describeFailure(error, phase, bucket, where);
+          throw bodyFailedFirst || signal.aborted ? rootCause(failure, body, signal, `gcs upload to ${where} failed`, 'other') : failure;
+        } finally {
+          body.off('error', onBodyError);
+          signal.removeEventListener('abort', stop);
+          stop();
+        }
+      },
+    };
+  },
+} satisfies StorageDriver;
+
+// DELETE on the session URI, as GCS documents for cancelling; the URI itself authorizes the request.
+async function cancelSession(session: string, where: string, log: Logger): Promise<void> {
+  try {
+    const response = await fetch(session, { method: 'DELETE', body: new Uint8Array(0), signal: AbortSignal.timeout(CANCEL_TIMEOUT_MS) });
+    await response.body?.cancel();
+    if (!CANCELLED_STATUSES.has(response.status)) {
+      log.warn({ object: where, status: response.status }, 'could not cancel the GCS upload session; it was never finalized and expires within a week');
+    }
+  } catch (error) {
+    // The session URI is a credential for the upload: log the reason, never the URI.
+    log.warn({ object: where, reason: messageOf(error) }, 'could not cancel the GCS upload session; it was never finalized and expires within a week');
+  }
+}
+
+// The SDK's failure as a StorageError that says what happened and how to treat it.
+function describeFailure(error: unknown, phase: Phase, bucket: string, where: string): StorageError {
+  if (error instanceof StorageError) return error;
+  if (error instanceof RangeError && UNREPLAYABLE.test(error.message)) {
+    const detail = 'GCS lost part of the streaming request and a stream cannot be replayed (STORAGE_PART_SIZE makes uploads resumable)';
+    return new StorageError(`gcs upload to ${where} failed: ${detail}`, 'unavailable', { cause: error });
+  }
+  const status = statusOf(error);
+  const detail = `${status === undefined ? '' : `HTTP ${status}: `}${serverMessage(error) ?? messageOf(error)}`;
+  if (status === 412) return new StorageError(`refusing to overwrite: ${where} already exists`, 'other', { cause: error });
+  if (status === 404 && phase === 'session') {
+    return new StorageError(`gcs bucket ${bucket} does not exist or these credentials cannot see it (${detail})`, 'denied', { cause: error });
+  }
+  return new StorageError(`gcs upload to ${where} failed: ${detail}`, kindOf(error, status), { cause: error });
+}
+
+function kindOf(error: unknown, status: number | undefined): StorageFailure {
+  if (status === 401 || status === 403) return 'denied';
+  if (status === 408 || status === 429 || (status !== undefined && status >= 500)) return 'unavailable';
+  if (status !== undefined) return 'other';
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'string' && NETWORK_CODES.has(code.toUpperCase())) return 'unavailable';
+  if (CREDENTIAL_FAILURE.test(messageOf(error))) return 'denied';
+  return 'other';
+}
+
+// The HTTP status behind an SDK error: GaxiosError (response.status), ApiError and the resumable
+// upload's own errors (numeric code), or its "Retry limit exceeded - status: 503" message.
+function statusOf(error: unknown): number | undefined {
+  const candidate = error as { code?: unknown; status?: unknown; response?: { status?: unknown } } | undefined;
+  for (const value of [candidate?.response?.status, candidate?.status, candidate?.code]) {
+    if (typeof value === 'number' && value >= 100 && value <= 599) return value;
+    if (typeof value === 'string' && /^[1-5]\d\d$/.test(value)) return Number(value);
+  }
+  const match = /\bstatus: ([1-5]\d\d)\b/.exec(messageOf(error));
+  return match ? Number(match[1]) : undefined;
+}
+
+// GCS's JSON error message ({"error": {"message": …}}) when the response carried one.
+function serverMessage(error: unknown): string | undefined {
+  const data = (error as { response?: { data?: unknown } } | undefined)?.response?.data;
+  const message = (data as { error?: { message?: unknown } } | undefined)?.error?.message;
+  return typeof message === 'string' ? message : undefined;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function isGoogleHost(endpoint: string): boolean {
+  return URL.parse(endpoint)?.hostname.endsWith('.googleapis.com') ?? false;
+}
