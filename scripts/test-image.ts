@@ -140,6 +140,8 @@ const holdsDataset = {
 
 // What differs between engines: how to start, seed, read back, back up and restore.
 type Recipe = {
+  // What step 1 does, in words.
+  startTitle: string;
   // Starts a server (or prepares storage) under `container`/`alias`; SQLite has no server.
   start(container: string, alias: string, volume: string): Action[];
   seed: Action[];
@@ -163,6 +165,7 @@ function recipeFor(spec: ImageSpec, names: Names, nodeVersion: string): Recipe {
   const inImage = (entrypoint: string, options: string[], args: string[]) => ['docker', 'run', '--rm', '--interactive', '--network', names.network, ...options, '--entrypoint', entrypoint, names.tag, ...args];
   const dbType: DbType = spec.dbType;
 
+  const startTitle = `start the official database container (${official})`;
   switch (dbType) {
     case 'postgresql': {
       const env = { POSTGRES_PASSWORD: PASSWORD, POSTGRES_DB: DATABASE };
@@ -175,6 +178,7 @@ function recipeFor(spec: ImageSpec, names: Names, nodeVersion: string): Recipe {
         waitFor(['docker', 'exec', container, 'pg_isready', '--host', alias, '--username', 'postgres', '--dbname', DATABASE]),
       ];
       return {
+        startTitle,
         start,
         seed: [run([psql(names.db, 'db', [], true)], { input: sqlSeed('postgresql') })],
         snapshot: (container, alias) => [psql(container, alias, ['--no-align', '--tuples-only', ...SQL_SNAPSHOT.flatMap((q) => ['--command', q])])],
@@ -200,6 +204,7 @@ function recipeFor(spec: ImageSpec, names: Names, nodeVersion: string): Recipe {
         waitFor(sql(container, alias, ['--execute=SELECT 1'])),
       ];
       return {
+        startTitle,
         start,
         seed: [run([sql(names.db, 'db', [], true)], { input: sqlSeed('mysql') })],
         snapshot: (container, alias) => [sql(container, alias, ['--batch', '--skip-column-names', `--execute=${SQL_SNAPSHOT.join(' ')}`])],
@@ -220,6 +225,7 @@ function recipeFor(spec: ImageSpec, names: Names, nodeVersion: string): Recipe {
         waitFor(mongosh(container, alias, 'db.runCommand({ ping: 1 }).ok')),
       ];
       return {
+        startTitle,
         start,
         seed: [run([mongosh(names.db, 'db', `db.movies.insertMany(${JSON.stringify(MOVIES)}); db.actors.insertMany(${JSON.stringify(ACTORS)});`)])],
         snapshot: (container, alias) => [
@@ -249,6 +255,7 @@ function recipeFor(spec: ImageSpec, names: Names, nodeVersion: string): Recipe {
       // Every key and its value, sorted: the same text for the same data whatever the server's order.
       const dumpKeys = "local keys = redis.call('KEYS', '*') table.sort(keys) local out = {} for _, k in ipairs(keys) do out[#out + 1] = k .. '=' .. redis.call('GET', k) end return out";
       return {
+        startTitle,
         start: (container, alias) => start(container, alias),
         seed: [run([cli(names.db, 'db', [], true)], { input: records.map(([key, value]) => `SET ${key} ${JSON.stringify(JSON.stringify(value))}\n`).join('') })],
         snapshot: (container, alias) => [cli(container, alias, ['--raw', 'EVAL', dumpKeys, '0'])],
@@ -271,6 +278,7 @@ function recipeFor(spec: ImageSpec, names: Names, nodeVersion: string): Recipe {
       const readBack = "const { DatabaseSync } = require('node:sqlite'); const db = new DatabaseSync(process.argv[1], { readOnly: true }); for (const t of ['movies', 'actors']) for (const row of db.prepare(`SELECT * FROM ${t} ORDER BY id`).all()) console.log(t, JSON.stringify(row));";
       const write = "const { DatabaseSync } = require('node:sqlite'); const db = new DatabaseSync(process.argv[1]); db.exec(require('node:fs').readFileSync(0, 'utf8')); db.close();";
       return {
+        startTitle: 'create the volume that holds the database file (SQLite has no server and no official image)',
         start: (_container, _alias, volume) => [run([['docker', 'volume', 'create', '--label', names.label, volume]])],
         seed: [run([['docker', 'run', '--rm', '--interactive', '--volume', mount(names.dataVolume, false), node, 'node', '-e', write, file(names.dataVolume)]], { input: sqlSeed('sqlite') })],
         snapshot: (_container, _alias, volume) => [['docker', 'run', '--rm', '--volume', mount(volume, true), node, 'node', '-e', readBack, file(volume)]],
@@ -355,7 +363,7 @@ export function planImageTest(spec: ImageSpec, options: PlanOptions): Plan {
 
   const steps: Step[] = [
     {
-      title: `start the official database container (${spec.base})`,
+      title: recipe.startTitle,
       actions: [run([['docker', 'network', 'create', '--label', names.label, names.network]]), ...recipe.start(names.db, 'db', names.dataVolume)],
     },
     {
