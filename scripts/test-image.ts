@@ -517,7 +517,8 @@ async function execute(action: Action, kept: Map<string, string>, env: NodeJS.Pr
     case 'run': {
       const attempts = action.retry?.attempts ?? 1;
       let last: Outcome = { ok: false, stdout: '', detail: 'not run' };
-      for (let attempt = 1; attempt <= attempts && !interrupted; attempt += 1) {
+      // After Ctrl-C nothing is retried, but every command still runs once: the cleanup must happen.
+      for (let attempt = 1; attempt <= attempts && (attempt === 1 || !interrupted); attempt += 1) {
         last = await runPipe(substitute(action.pipe, kept), action.input, env);
         // A failed check is a failed attempt: a server may answer before it is ready.
         const reason = last.ok && action.check ? action.check.verify(last.stdout) : undefined;

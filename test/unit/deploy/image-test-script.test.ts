@@ -1,7 +1,9 @@
 // The image test script cannot run here (no Docker engine); its dry run prints the 5 steps'
 // commands, which is what these tests read. The real run is documented in the README.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { once } from 'node:events';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -107,14 +109,15 @@ describe('the image test script', () => {
 });
 
 // A stand-in for the docker CLI: logs its argv, answers the few commands whose output the test
-// reads, and fails when its argv contains FAKE_DOCKER_FAIL_ON.
+// reads, fails when its argv contains FAKE_DOCKER_FAIL_ON and hangs when it contains FAKE_DOCKER_HANG_ON.
 const FAKE_DOCKER = `
 import { appendFileSync, readFileSync } from 'node:fs';
 const args = process.argv.slice(2);
 const line = args.join(' ');
 appendFileSync(process.env.FAKE_DOCKER_LOG, line + '\\n');
-if (args.includes('--interactive')) readFileSync(0);
-if (process.env.FAKE_DOCKER_FAIL_ON && line.includes(process.env.FAKE_DOCKER_FAIL_ON)) {
+if (args.includes('--interactive') && !process.env.FAKE_DOCKER_HANG_ON) readFileSync(0);
+if (process.env.FAKE_DOCKER_HANG_ON && line.includes(process.env.FAKE_DOCKER_HANG_ON)) setInterval(() => {}, 60000);
+else if (process.env.FAKE_DOCKER_FAIL_ON && line.includes(process.env.FAKE_DOCKER_FAIL_ON)) {
   process.stderr.write('fake docker: failing on purpose\\n');
   process.exit(1);
 }
@@ -173,6 +176,38 @@ describe('the image test runner, driven by a fake docker', () => {
     assert.match(output.join('\n'), /FAILED at step 4 .*\n.*exited 1[\s\S]*failing on purpose/);
     assert.ok(!calls.some((c) => c.includes(' cat local/')), 'no restore after a failed backup');
     assert.ok(calls.some((c) => c.startsWith('network rm planb-it-fail')), 'cleanup ran');
+  });
+
+  test('Ctrl-C stops the run, still removes what it created and exits 130', async (t) => {
+    if (!existsSync(join(ROOT, 'dist/main.js'))) {
+      if (process.env.CI) throw new Error('dist/main.js is missing (CI is set): run npm run build');
+      t.skip('dist/main.js is missing: run npm run build');
+      return;
+    }
+    await writeFile(log, '');
+    const child = spawn(NODE, [SCRIPT, 'postgresql-17', '--id', 'int'], {
+      cwd: ROOT,
+      env: { PATH: `${dir}:${process.env.PATH ?? ''}`, FAKE_DOCKER_LOG: log, FAKE_DOCKER_HANG_ON: 'psql --no-psqlrc -v ON_ERROR_STOP=1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (text: string) => {
+      stdout += text;
+    });
+    const exited = once(child, 'close');
+    // Wait until the seed step hangs, as a slow server would, then press Ctrl-C.
+    for (let waited = 0; !(await readFile(log, 'utf8')).includes('psql --no-psqlrc'); waited += 50) {
+      assert.ok(waited < 30_000, `the run never reached the seed step:\n${stdout}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    child.kill('SIGINT');
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 130, stdout);
+    const calls = (await readFile(log, 'utf8')).split('\n');
+    assert.ok(calls.some((c) => c.startsWith('rm --force --volumes planb-it-int-db')), 'containers removed');
+    assert.ok(calls.some((c) => c.startsWith('network rm planb-it-int')), 'network removed');
+    assert.ok(!calls.some((c) => c.startsWith('buildx')), 'nothing after the interrupted step');
   });
 
   test('a restore that differs from the seeded data fails the comparison', async () => {
