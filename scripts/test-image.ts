@@ -79,6 +79,7 @@ export type Action =
   | { kind: 'render'; only: string; outDir: string }
   | { kind: 'compare'; left: string; right: string };
 
+// One of the five steps: what it does, in words, and its actions in order.
 export type Step = { title: string; actions: Action[] };
 
 // Everything one image's test does, in order, and what is removed afterwards.
