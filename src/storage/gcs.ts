@@ -68,6 +68,7 @@ const chunkSize = makeValidator<number>((input) => {
 type GcsSettings = { GCS_CREDENTIALS_JSON?: string; STORAGE_CLASS?: string; STORAGE_PART_SIZE?: number };
 type Phase = 'session' | 'stream';
 
+// The gcs driver: its variables, its secret, and the target it opens.
 export const gcs = {
   env: {
     GCS_CREDENTIALS_JSON: credentialsJson({ default: undefined, desc: 'service account key JSON; unset = Application Default Credentials' }),
@@ -138,6 +139,7 @@ export const gcs = {
         signal.addEventListener('abort', stop, { once: true });
         try {
           signal.throwIfAborted();
+          if (body.errored) throw body.errored;
           [session] = await file.createResumableUpload(options);
           signal.throwIfAborted();
           phase = 'stream';

@@ -52,6 +52,8 @@ export type GcsServerOptions = {
   keepData?: boolean;
   // false: skip CRC32C (pure JS, about one core at 150 MB/s) and leave it out of object resources.
   crc32c?: boolean;
+  // false: no checksums at all (MD5, SHA-256, CRC32C), so that a benchmark measures the client.
+  hashes?: boolean;
 };
 
 // A finished object, as the inspection helpers report it.
@@ -149,7 +151,8 @@ class HttpFailure extends Error {
 // Starts a server on a free 127.0.0.1 port with the given buckets.
 export async function startGcsServer(options: GcsServerOptions): Promise<GcsServer> {
   const keepData = options.keepData ?? true;
-  const withCrc32c = options.crc32c ?? true;
+  const withHashes = options.hashes ?? true;
+  const withCrc32c = withHashes && (options.crc32c ?? true);
   const dir = await mkdtemp(join(tmpdir(), 'gcs-server-'));
   await mkdir(join(dir, 'sessions'));
   await mkdir(join(dir, 'objects'));
@@ -298,7 +301,7 @@ export async function startGcsServer(options: GcsServerOptions): Promise<GcsServ
       id, bucket, name, contentType, storageClass, metadata, declaredSize, ifGenerationMatch,
       state: 'open', persisted: 0, written: 0, path,
       file: path ? await open(path, 'w+') : undefined,
-      hashes: newHashes(),
+      hashes: withHashes ? newHashes() : undefined,
       streaming: undefined, object: undefined, failure: undefined,
     };
     sessions.set(id, session);
@@ -476,7 +479,7 @@ export async function startGcsServer(options: GcsServerOptions): Promise<GcsServ
     if (session.declaredSize !== undefined && session.declaredSize !== session.persisted) {
       throw new HttpFailure(400, `Upload ended at ${session.persisted} bytes, but X-Upload-Content-Length was ${session.declaredSize}`, 'invalid');
     }
-    const digests = await digestsOf(session);
+    const digests = withHashes ? await digestsOf(session) : { md5Hash: undefined, crc32c: undefined, sha256: undefined };
     let path: string | undefined;
     if (session.file && session.path) {
       await session.file.close();
