@@ -128,12 +128,16 @@ export const gcs = {
         // pipeline() destroys every stream with the first error, so body.errored alone cannot say
         // whether the body failed or the upload did: the first 'error' event can.
         let bodyFailedFirst = body.errored !== null;
-        let uploadFailed = false;
+        let uploadFailure: StorageError | undefined;
         const onBodyError = () => {
-          bodyFailedFirst ||= !uploadFailed;
+          bodyFailedFirst ||= uploadFailure === undefined;
         };
-        const onUploadError = () => {
-          uploadFailed ||= !bodyFailedFirst;
+        const onUploadError = (error?: unknown) => {
+          if (bodyFailedFirst || uploadFailure !== undefined) return;
+          uploadFailure = describeFailure(error ?? new Error('the upload stream closed before it finished'), phase, bucket, where);
+          // Destroy the body with the classified error before pipeline() does so with the SDK's raw
+          // one: the stages upstream of the body (the run's pipeline) then report this error too.
+          body.destroy(uploadFailure);
         };
         body.once('error', onBodyError);
         signal.addEventListener('abort', stop, { once: true });
@@ -161,7 +165,7 @@ export const gcs = {
         } catch (error) {
           stop();
           if (session !== undefined) await cancelSession(session, where, log);
-          const failure = describeFailure(error, phase, bucket, where);
+          const failure = uploadFailure ?? describeFailure(error, phase, bucket, where);
           throw bodyFailedFirst || signal.aborted ? rootCause(failure, body, signal, `gcs upload to ${where} failed`, 'other') : failure;
         } finally {
           body.off('error', onBodyError);

@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
 import { Storage } from '@google-cloud/storage';
 import { cleanEnv } from 'envalid';
@@ -245,6 +246,24 @@ describe('gcs target', () => {
     });
     assert.equal(await exists(key), false);
     assert.deepEqual(sessionsFor(key).map((s) => s.state), ['cancelled']);
+  });
+
+  test('a pipeline feeding the target sees the classified StorageError, not the SDK error', async () => {
+    const key = uniqueKey('upstream-sees');
+    server.inject({ status: 503, times: 1, when: (r) => r.method === 'PUT' && r.contentRange === 'bytes 0-*/*' });
+    const stage = new PassThrough();
+    // As the run does: the body is a stage of the caller's own pipeline, which rejects with the first
+    // error any stage reports — here the one the target destroys the body with.
+    await assert.rejects(pipeline(body(patternBytes(4 * MiB), { delayMs: 2 }), stage, async (source: AsyncIterable<Buffer>) => {
+      // pipeline() hands a Node stream on as it is.
+      await target.upload(request(key, source as Readable));
+    }), (error) => {
+      assert.ok(error instanceof StorageError, String(error));
+      assert.equal(error.kind, 'unavailable');
+      return true;
+    });
+    assert.ok(stage.errored instanceof StorageError);
+    assert.equal(await exists(key), false);
   });
 
   test('with STORAGE_PART_SIZE, a server failure mid-stream is resumed and the object is complete', async () => {
