@@ -45,7 +45,7 @@ export function findBinary(name: string, extraDirs: readonly string[] = []): str
 export function requireBinaries(t: TestContext, names: readonly string[]): boolean {
   const missing = names.filter((name) => findBinary(name) === undefined);
   if (missing.length === 0) return true;
-  const hint = 'install them with: sudo bash scripts/ensure-system-packages.sh';
+  const hint = 'install them with: sudo bash test/support/ensure-system-packages.sh';
   if (process.env.CI) throw new Error(`missing binaries: ${missing.join(', ')} (CI is set, so this is a failure, not a skip); ${hint}`);
   t.skip(`missing: ${missing.join(', ')}; ${hint}`);
   return false;

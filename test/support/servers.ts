@@ -124,7 +124,7 @@ function newPassword(): string {
 
 function required(name: string): string {
   const path = findBinary(name);
-  if (path === undefined) throw new Error(`${name} not found; install it with: sudo bash scripts/ensure-system-packages.sh`);
+  if (path === undefined) throw new Error(`${name} not found; install it with: sudo bash test/support/ensure-system-packages.sh`);
   return path;
 }
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { EXIT_CODES } from '../../../src/exit-codes.ts';
-import { ROOT } from '../../../scripts/render-images.ts';
+import { ROOT } from '../../../deploy/images/render.ts';
 
 const NODE = join(ROOT, 'node_modules/.bin/node');
 const BUNDLE = join(ROOT, 'dist/main.js');

@@ -9,11 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ENGINES } from '../../../src/engines/registry.ts';
-import { ROOT, imageName, loadInputs } from '../../../scripts/render-images.ts';
-import { ACTORS, DEFAULT_BUILD_DIR, MOVIES, describePlan, executePlan, parseListing, planImageTest, type Action, type PlanOptions } from '../../../scripts/test-image.ts';
+import { ROOT, imageName, loadInputs } from '../../../deploy/images/render.ts';
+import { ACTORS, DEFAULT_BUILD_DIR, MOVIES, describePlan, executePlan, parseListing, planImageTest, type Action, type PlanOptions } from '../../../deploy/images/test-image.ts';
 
 const NODE = join(ROOT, 'node_modules/.bin/node');
-const SCRIPT = join(ROOT, 'scripts/test-image.ts');
+const SCRIPT = join(ROOT, 'deploy/images/test-image.ts');
 
 function dryRun(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const result = spawnSync(NODE, [SCRIPT, ...args], { cwd: ROOT, encoding: 'utf8', env: { PATH: process.env.PATH ?? '' } });

@@ -20,7 +20,7 @@ import {
   requiredTools,
   type ImageBuild,
   type Matrix,
-} from '../../../scripts/render-images.ts';
+} from '../../../deploy/images/render.ts';
 import { findBinary, requireBinaries } from '../../support/require-binary.ts';
 
 // Every instruction a Dockerfile may hold; anything else means the render produced garbage.

@@ -10,8 +10,8 @@ import { ConfigMap, Namespace, Secret, ServiceAccount } from 'kubernetes-models/
 import { EXIT_CODES } from '../../../src/exit-codes.ts';
 import { secretVariables } from '../../../src/config.ts';
 import { parseDuration } from '../../../src/units.ts';
-import { loadInputs } from '../../../scripts/render-images.ts';
-import { CONTAINER_NAME, CRONJOB_PATH, podFailurePolicy, renderCronJob } from '../../../scripts/render-deploy.ts';
+import { loadInputs } from '../../../deploy/images/render.ts';
+import { CONTAINER_NAME, CRONJOB_PATH, podFailurePolicy, renderCronJob } from '../../../deploy/kubernetes/render.ts';
 import { DEPLOY, jobVariables, readYaml, sameInYaml11, unknownFieldErrors } from './manifests.ts';
 
 const K8S = join(DEPLOY, 'kubernetes');
@@ -174,7 +174,7 @@ describe('deploy/kubernetes', () => {
     const policy = cronJob.spec.jobTemplate.spec.podFailurePolicy;
     assert.deepEqual(policy, podFailurePolicy(EXIT_CODES));
     const text = await readFile(CRONJOB_PATH, 'utf8');
-    assert.equal(renderCronJob(text), text, 'run node scripts/render-deploy.ts');
+    assert.equal(renderCronJob(text), text, 'run node deploy/kubernetes/render.ts');
   });
 
   test('permanent failures fail the Job, transient ones count against backoffLimit, evictions are ignored', () => {

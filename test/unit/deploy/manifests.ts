@@ -6,7 +6,7 @@ import ts from 'typescript';
 import { parse, parseAllDocuments } from 'yaml';
 import { secretVariables } from '../../../src/config.ts';
 import { STORAGE_DRIVERS } from '../../../src/storage/registry.ts';
-import { ROOT } from '../../../scripts/render-images.ts';
+import { ROOT } from '../../../deploy/images/render.ts';
 
 export const DEPLOY = join(ROOT, 'deploy');
 

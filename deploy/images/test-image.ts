@@ -6,7 +6,7 @@
 //   5. restore the stored object with the stock restore tool into a fresh database and compare.
 // Everything it starts is removed at the end, also after a failure or Ctrl-C.
 //
-//   node scripts/test-image.ts NAME|--all [--dry-run] [--keep] [--id ID]
+//   node deploy/images/test-image.ts NAME|--all [--dry-run] [--keep] [--id ID]
 //
 // --dry-run prints every command without running anything (no Docker needed): the unit tests run it.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -16,7 +16,7 @@ import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
-import type { DbType } from '../src/engines/types.ts';
+import type { DbType } from '../../src/engines/types.ts';
 import {
   BUILD_CONTEXT,
   ROOT,
@@ -28,7 +28,7 @@ import {
   renderImages,
   shellLine,
   type ImageSpec,
-} from './render-images.ts';
+} from './render.ts';
 
 // Pinned so the test means the same thing every time; override to use a mirror.
 // (MinIO's community images stopped being updated in 2025; any S3-compatible server will do.)
@@ -425,7 +425,7 @@ export function planImageTest(spec: ImageSpec, options: PlanOptions): Plan {
 function describeAction(action: Action): string[] {
   switch (action.kind) {
     case 'render':
-      return [shellLine(['node', 'scripts/render-images.ts', '--only', action.only, ...(action.outDir === DEFAULT_BUILD_DIR ? [] : ['--out', action.outDir])])];
+      return [shellLine(['node', 'deploy/images/render.ts', '--only', action.only, ...(action.outDir === DEFAULT_BUILD_DIR ? [] : ['--out', action.outDir])])];
     case 'compare':
       return [`# compare "${action.left}" with "${action.right}": equal and not empty`];
     case 'run': {
@@ -581,7 +581,7 @@ async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', default: false },
     },
   });
-  const usage = 'usage: node scripts/test-image.ts NAME|--all [--dry-run] [--keep] [--id ID]\n';
+  const usage = 'usage: node deploy/images/test-image.ts NAME|--all [--dry-run] [--keep] [--id ID]\n';
   if (values.help) {
     process.stdout.write(usage);
     return 0;

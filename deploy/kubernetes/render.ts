@@ -1,15 +1,15 @@
 // Writes the Kubernetes podFailurePolicy of deploy/kubernetes/cronjob.yaml from the exit-code table
 // (src/exit-codes.ts), so that the scheduler's reaction to each code cannot drift from the table.
 //
-//   node scripts/render-deploy.ts           rewrite the policy in place
-//   node scripts/render-deploy.ts --check   exit 1 when the committed file differs from the generated one
+//   node deploy/kubernetes/render.ts           rewrite the policy in place
+//   node deploy/kubernetes/render.ts --check   exit 1 when the committed file differs from the generated one
 import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isMap, isSeq, parseDocument, visit } from 'yaml';
-import { EXIT_CODES, type Retry } from '../src/exit-codes.ts';
+import { EXIT_CODES, type Retry } from '../../src/exit-codes.ts';
 
-export const CRONJOB_PATH = join(resolve(import.meta.dirname, '..'), 'deploy/kubernetes/cronjob.yaml');
+export const CRONJOB_PATH = join(resolve(import.meta.dirname, '../..'), 'deploy/kubernetes/cronjob.yaml');
 // The container the exit codes are read from (the only one in the pod).
 export const CONTAINER_NAME = 'backup';
 // Where the policy sits in a CronJob.
@@ -63,7 +63,7 @@ async function main(argv: string[]): Promise<number> {
   const rendered = renderCronJob(current);
   if (values.check) {
     if (rendered === current) return 0;
-    process.stderr.write('deploy/kubernetes/cronjob.yaml is out of date with src/exit-codes.ts: run node scripts/render-deploy.ts\n');
+    process.stderr.write('deploy/kubernetes/cronjob.yaml is out of date with src/exit-codes.ts: run node deploy/kubernetes/render.ts\n');
     return 1;
   }
   if (rendered !== current) await writeFile(CRONJOB_PATH, rendered);

@@ -2,15 +2,15 @@
 // build/images/<name>/Dockerfile, then prints (or, with --build on a host with a Docker engine, runs)
 // the `docker buildx build` commands, multi-arch by default.
 //
-//   node scripts/render-images.ts [--out DIR] [--only NAME[,NAME]] [--registry PREFIX] [--push | --load] [--build]
+//   node deploy/images/render.ts [--out DIR] [--only NAME[,NAME]] [--registry PREFIX] [--push | --load] [--build]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ENGINES } from '../src/engines/registry.ts';
-import { DB_TYPES, type DbConfig, type DbType } from '../src/engines/types.ts';
+import { ENGINES } from '../../src/engines/registry.ts';
+import { DB_TYPES, type DbConfig, type DbType } from '../../src/engines/types.ts';
 
-export const ROOT = resolve(import.meta.dirname, '..');
+export const ROOT = resolve(import.meta.dirname, '../..');
 export const TEMPLATE_PATH = join(ROOT, 'Dockerfile.template');
 export const MATRIX_PATH = join(ROOT, 'deploy/images/matrix.json');
 export const DEFAULT_OUT_DIR = join(ROOT, 'build/images');
@@ -167,7 +167,7 @@ function installCommand(manager: PackageManager, packages: readonly string[]): s
 // The template's placeholders and their values for one image.
 export function templateValues(spec: ImageSpec, versions: Versions, user: number): Record<string, string> {
   return {
-    GENERATED_FROM: `Rendered from Dockerfile.template and ${relative(ROOT, MATRIX_PATH)} by scripts/render-images.ts: edit those, not this file.`,
+    GENERATED_FROM: `Rendered from Dockerfile.template and ${relative(ROOT, MATRIX_PATH)} by deploy/images/render.ts: edit those, not this file.`,
     IMAGE_NAME: imageName(spec),
     DB_TYPE: spec.dbType,
     DB_VERSION: spec.dbVersion,
@@ -312,7 +312,7 @@ async function main(argv: string[]): Promise<number> {
     },
   });
   if (values.help) {
-    process.stdout.write('usage: node scripts/render-images.ts [--out DIR] [--only NAME[,NAME]] [--registry PREFIX] [--push | --load] [--build]\n');
+    process.stdout.write('usage: node deploy/images/render.ts [--out DIR] [--only NAME[,NAME]] [--registry PREFIX] [--push | --load] [--build]\n');
     return 0;
   }
   if (values.push && values.load) throw new Error('--push and --load exclude each other');

@@ -19,7 +19,7 @@ readonly POSTGRES_LIB=/usr/lib/postgresql
 # How long apt waits for a dpkg lock held by another install before giving up.
 readonly DPKG_LOCK_TIMEOUT_SECONDS=300
 readonly POLICY_RC=/usr/sbin/policy-rc.d
-readonly POLICY_MARKER='# written by planb scripts/ensure-system-packages.sh'
+readonly POLICY_MARKER='# written by planb test/support/ensure-system-packages.sh'
 
 have() {
   local name=$1 dir
