@@ -26,6 +26,10 @@ const MAX_METADATA_BYTES = 8 * 1024;
 export const DEFAULT_BLOCK_SIZE = 8 * MiB;
 // The SDK's default too: 4 blocks in flight and 1 filling keep a link busy at 8 MiB per request.
 export const DEFAULT_CONCURRENCY = 5;
+// The block buffers the defaults use; larger blocks trade concurrency to stay near it.
+const BUFFER_BUDGET = DEFAULT_BLOCK_SIZE * (DEFAULT_CONCURRENCY + 1);
+// Two blocks in flight keep large-block uploads moving while one request waits on the network.
+const MIN_CONCURRENCY = 2;
 // Smaller blocks would cap a blob of unknown size below 50 GiB and multiply the requests.
 const MIN_BLOCK_SIZE = 1 * MiB;
 // More parallel requests than this buy no throughput from one process and only cost memory.
@@ -96,7 +100,7 @@ const env = {
   STORAGE_ACCESS_TIER: accessTierSetting({ default: undefined, desc: 'Hot, Cool, Cold or Archive' }),
   // Unset: DEFAULT_BLOCK_SIZE, raised from the size hint when the hint needs bigger blocks.
   STORAGE_PART_SIZE: blockSizeSetting({ default: undefined, desc: 'block size, e.g. 8MiB' }),
-  // Unset: DEFAULT_CONCURRENCY.
+  // Unset: DEFAULT_CONCURRENCY, lowered (not below 2) for blocks above 8 MiB to keep memory flat.
   STORAGE_CONCURRENCY: concurrencySetting({ default: undefined, desc: 'blocks buffered and uploaded at once' }),
 };
 type AzureSettings = CleanedEnv<typeof env>;
@@ -119,15 +123,17 @@ export type BlockPlan = {
   bufferBytes: number;
 };
 
-// Picks the block size and concurrency for one upload. Memory ≈ (concurrency + 1) × blockSize plus
-// the process's baseline. Without a hint the configured (or default) block size decides the largest
-// blob: 8 MiB → 390.6 GiB. With a hint the block size grows to fit twice the hint in 50,000 blocks
-// (8 MiB covers hints up to 195 GiB; 1 TiB → 42 MiB blocks, 252 MiB of buffers at concurrency 5;
-// 5 TiB → 210 MiB blocks, 1.2 GiB), capped at 4000 MiB, Azure's limit (≈ 190.7 TiB per blob).
+// Picks the block size and concurrency for one upload. Memory ≈ baseline + (concurrency + 1) × blockSize.
+// Without a hint the configured (or default) block size decides the largest blob: 8 MiB → 390.6 GiB,
+// in 48 MiB of buffers. With a hint the block size grows so that twice the hint fits in 50,000 blocks
+// (8 MiB covers hints up to 195 GiB), capped at Azure's 4000 MiB (≈ 190.7 TiB per blob); unless
+// STORAGE_CONCURRENCY is set, concurrency then drops (never below 2) to keep the buffers near the
+// default 48 MiB: 1 TiB → 42 MiB blocks × 2 = 126 MiB, 5 TiB → 210 MiB × 2 = 630 MiB, the maximum
+// 4000 MiB × 2 ≈ 11.7 GiB.
 export function planBlocks(sizeHint: number | undefined, partSize?: number, concurrency?: number): BlockPlan {
   const needed = sizeHint === undefined ? 0 : Math.ceil((sizeHint * SIZE_HINT_HEADROOM) / MAX_BLOCKS / MiB) * MiB;
   const blockSize = Math.min(MAX_BLOCK_SIZE, Math.max(partSize ?? DEFAULT_BLOCK_SIZE, needed));
-  const chosen = concurrency ?? DEFAULT_CONCURRENCY;
+  const chosen = concurrency ?? Math.min(DEFAULT_CONCURRENCY, Math.max(MIN_CONCURRENCY, Math.floor(BUFFER_BUDGET / blockSize) - 1));
   return { blockSize, concurrency: chosen, maxBlobSize: blockSize * MAX_BLOCKS, bufferBytes: (chosen + 1) * blockSize };
 }
 
@@ -234,9 +240,11 @@ async function upload(container: ContainerClient, settings: AzureSettings, reque
   const metadata = azureMetadata(request.metadata);
   const blob = container.getBlockBlobClient(key);
   const plan = planBlocks(sizeHint, settings.STORAGE_PART_SIZE, settings.STORAGE_CONCURRENCY);
-  log.debug(
-    { blockSize: plan.blockSize, concurrency: plan.concurrency, maxBlobSize: plan.maxBlobSize, bufferBytes: plan.bufferBytes },
-    `azure blocks of ${formatBytes(plan.blockSize)} × ${plan.concurrency}: blobs up to ${formatBytes(plan.maxBlobSize)}`,
+  const configured = settings.STORAGE_PART_SIZE;
+  log.info(
+    { blockSize: plan.blockSize, concurrency: plan.concurrency, maxBlobSize: plan.maxBlobSize, bufferBytes: plan.bufferBytes, sizeHint },
+    `azure upload to ${container.containerName}: ${formatBytes(plan.blockSize)} blocks × ${plan.concurrency} at once, up to ${formatBytes(plan.maxBlobSize)}` +
+      (configured !== undefined && plan.blockSize > configured ? ` (STORAGE_PART_SIZE ${formatBytes(configured)} raised for a size hint of ${formatBytes(sizeHint ?? 0)})` : ''),
   );
 
   // Passes the body to the SDK, counting bytes, and refuses to go past 50,000 blocks (Azure would

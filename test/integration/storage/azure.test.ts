@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -61,10 +62,13 @@ function request(key: string, data: Readable, overrides: Partial<UploadRequest> 
   };
 }
 
+// A look at the store never waits forever, even when a broken target left it in a strange state.
+const LOOK_TIMEOUT_MS = 10_000;
+
 // The blob's bytes via the SDK, or undefined when there is no blob at the key.
 async function download(container: ContainerClient, key: string): Promise<Buffer | undefined> {
   try {
-    return await container.getBlockBlobClient(key).downloadToBuffer();
+    return await container.getBlockBlobClient(key).downloadToBuffer(0, undefined, { abortSignal: AbortSignal.timeout(LOOK_TIMEOUT_MS) });
   } catch (error) {
     if ((error as { statusCode?: number }).statusCode === 404) return undefined;
     throw error;
@@ -73,8 +77,39 @@ async function download(container: ContainerClient, key: string): Promise<Buffer
 
 async function committedNames(container: ContainerClient, prefix: string): Promise<string[]> {
   const names: string[] = [];
-  for await (const item of container.listBlobsFlat({ prefix })) names.push(item.name);
+  for await (const item of container.listBlobsFlat({ prefix, abortSignal: AbortSignal.timeout(LOOK_TIMEOUT_MS) })) names.push(item.name);
   return names;
+}
+
+// A pass-through proxy to azurite that holds the answer to every commit (Put Block List) for `holdMs`
+// and calls `onCommit` when one arrives: the commit has reached the store, its answer has not reached
+// the client — the moment where an abort is hardest to handle.
+async function commitDelayingProxy(upstream: string, holdMs: number, onCommit: () => void): Promise<{ endpoint: string; close(): Promise<void> }> {
+  const target = new URL(upstream);
+  const server: Server = createServer((incoming: IncomingMessage, outgoing) => {
+    const isCommit = incoming.method === 'PUT' && (incoming.url ?? '').includes('comp=blocklist');
+    if (isCommit) onCommit();
+    const forward = httpRequest(
+      { host: target.hostname, port: target.port, method: incoming.method, path: incoming.url, headers: incoming.headers },
+      (answer) => {
+        setTimeout(() => {
+          outgoing.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(outgoing);
+        }, isCommit ? holdMs : 0);
+      },
+    );
+    forward.on('error', () => outgoing.destroy());
+    incoming.pipe(forward);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return {
+    endpoint: `http://127.0.0.1:${port}${target.pathname}`,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
 }
 
 describe('azure block sizing', () => {
@@ -101,6 +136,15 @@ describe('azure block sizing', () => {
     }
     assert.equal(planBlocks(1 * TiB).blockSize, 42 * MiB);
     assert.equal(planBlocks(5 * TiB).blockSize, 210 * MiB);
+  });
+
+  test('bigger blocks lower the default concurrency, never below 2, unless it is configured', () => {
+    assert.equal(planBlocks(195 * GiB).concurrency, 5, 'still 8 MiB blocks');
+    assert.equal(planBlocks(300 * GiB).blockSize, 13 * MiB);
+    assert.equal(planBlocks(300 * GiB).concurrency, 2);
+    assert.equal(planBlocks(1 * TiB).bufferBytes, 3 * 42 * MiB);
+    assert.equal(planBlocks(1 * TiB, undefined, 5).concurrency, 5);
+    assert.equal(planBlocks(undefined, 4 * MiB).concurrency, 5, 'smaller blocks keep the default');
   });
 
   test('the block size stops at Azure limit of 4000 MiB, which is a 190.7 TiB blob', () => {
@@ -287,7 +331,25 @@ describe('azure against azurite', { skip: azuriteMissing() }, () => {
     await assert.rejects(upload, (error) => error === reason);
     assert.ok(Date.now() - started < 3000, `settled in ${Date.now() - started} ms`);
     await new Promise((resolve) => setTimeout(resolve, 300));
-    assert.equal(await download(container, key), undefined);
+    assert.equal((await download(container, key))?.length, undefined);
+    assert.deepEqual(await committedNames(container, key), []);
+  });
+
+  test('an abort that lands while the commit is on the wire still leaves no blob', async () => {
+    const key = 'db/aborted-during-commit.dump';
+    const controller = new AbortController();
+    const reason = new Error('interrupted by SIGTERM');
+    const proxy = await commitDelayingProxy(azurite.endpoint, 300, () => controller.abort(reason));
+    try {
+      const viaProxy = azure.open(common(bucket, proxy.endpoint), settingsFrom({ AZURE_STORAGE_ACCOUNT: DEV_ACCOUNT, AZURE_STORAGE_KEY: DEV_KEY, STORAGE_PART_SIZE: '1MiB' }));
+      const started = Date.now();
+      await assert.rejects(viaProxy.upload(request(key, body(patternBytes(2 * BLOCK + 99, 4)), { signal: controller.signal })), (error) => error === reason);
+      assert.ok(Date.now() - started < 8000, `settled in ${Date.now() - started} ms`);
+    } finally {
+      await proxy.close();
+    }
+    assert.ok(controller.signal.aborted, 'the commit was reached');
+    assert.equal((await download(container, key))?.length, undefined, 'the blob the commit created was deleted');
     assert.deepEqual(await committedNames(container, key), []);
   });
 
