@@ -4,15 +4,16 @@
 // key; the caller sees the body's error or the abort reason, and a failed cleanup only as a warning.
 //
 // Part sizing (planParts). S3 allows 10,000 parts of 5 MiB–5 GiB and objects up to 5 TiB; lib-storage
-// needs equal parts, chosen before the first byte. Measured on this project (FACTS.md), the job's RSS is
-//   RSS ≈ 100 MiB + partSize × (concurrency + 2.5)
-// (parts in flight, the part being filled, lib-storage's concat copy). So:
-// - size unknown: 8 MiB × 4 → ≈ 152 MiB, objects up to 78.1 GiB (the fixed 5 MiB of lib-storage and
-//   rclone stops at 48.8 GiB);
-// - size known (BACKUP_EXPECTED_SIZE): part = max(8 MiB, 2 × size / 10,000), so an estimate off by 2×
-//   still fits; concurrency drops (never below 2) to keep partSize × (concurrency + 2.5) at the 52 MiB
-//   the defaults use while it can: 11 MiB × 2 for 50 GiB (≈ 150 MiB); ≤ 200 MiB up to a 107 GiB
-//   estimate (22 MiB parts); 525 MiB parts (≈ 2.4 GiB RSS) for anything from 2.5 TiB to the 5 TiB limit.
+// needs equal parts, chosen before the first byte. The upload's own memory is its part buffers,
+//   buffers ≈ partSize × (concurrency + 2.5)
+// (parts in flight, the part being filled, lib-storage's concat copy; FACTS.md). Measured with the bundled
+// job (bench/s3-upload.ts, 1 GiB, loaded 2-core machine): without part buffers (local target) it peaks
+// near 180 MiB; 8 MiB × 2 adds 15–25 MiB, 8 MiB × 4 adds 40–50 MiB. So:
+// - size unknown: 8 MiB × 2, buffers ≤ 36 MiB, objects up to 78.1 GiB (lib-storage's own 5 MiB fallback,
+//   like rclone's, stops at 48.8 GiB);
+// - size known (BACKUP_EXPECTED_SIZE): part = max(8 MiB, 2 × size / 10,000) in whole MiB, so an estimate
+//   low by 2× still fits: 11 MiB for 50 GiB (buffers 50 MiB), 22 MiB for 107 GiB (99 MiB), and 525 MiB
+//   (2.3 GiB) from 2.5 TiB up to the 5 TiB limit.
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { S3Client, type PutObjectCommandInput, type S3ClientConfig } from '@aws-sdk/client-s3';
@@ -34,19 +35,15 @@ export const MAX_PARTS = 10_000;
 export const MIN_PART_SIZE = 5 * MiB;
 export const MAX_PART_SIZE = 5 * GiB;
 export const MAX_OBJECT_SIZE = 5 * TiB;
-// Unknown size: 8 MiB × 10,000 = 78.1 GiB, above the 50 GiB a default must reach, at ≈ 152 MiB RSS.
+// Unknown size: 8 MiB × 10,000 = 78.1 GiB, above the 50 GiB a default must reach, in 36 MiB of buffers.
 export const DEFAULT_PART_SIZE = 8 * MiB;
-// lib-storage's own default; four parts in flight hide the latency of one part upload.
-export const DEFAULT_CONCURRENCY = 4;
-// With one uploader, lib-storage stops reading while it uploads: the dump would stall on every part.
-export const MIN_CONCURRENCY = 2;
+// Two uploaders overlap reading and uploading (one alone stops reading while it uploads); each more
+// costs a part of memory (measured: 8 MiB × 4 peaks ~25 MiB above 8 MiB × 2), for S3 latency only.
+export const DEFAULT_CONCURRENCY = 2;
 // A size estimate may be low by this factor and the dump still fits in 10,000 parts.
 export const SIZE_HINT_MARGIN = 2;
-// Measured process baseline (Node, SDK, pipeline) and buffers per part beyond those in flight.
-export const BASELINE_RSS = 100 * MiB;
-const EXTRA_PART_COPIES = 2.5;
-// The part memory the measured defaults use (8 MiB × 6.5); larger parts trade concurrency to stay there.
-const PART_MEMORY_BUDGET = DEFAULT_PART_SIZE * (DEFAULT_CONCURRENCY + EXTRA_PART_COPIES);
+// Part-sized buffers beyond those in flight: the part being filled and lib-storage's concat copy.
+export const EXTRA_PART_BUFFERS = 2.5;
 // Part sizes are whole MiB, for readable logs.
 const PART_ALIGNMENT = MiB;
 // A custom endpoint with no STORAGE_REGION: MinIO, Ceph and R2 accept any region and most expect this one.
@@ -64,8 +61,8 @@ export type PartPlan = {
   concurrency: number;
   // The largest object this plan can store (10,000 parts, at most 5 TiB).
   capacity: number;
-  // RSS the job is expected to reach with this plan (the formula above).
-  memoryEstimate: number;
+  // Memory of the part buffers (the formula above), on top of what the job needs without them.
+  bufferBytes: number;
   // Set when STORAGE_PART_SIZE was too small for the size hint and had to be raised.
   raisedFrom?: number;
 };
@@ -85,14 +82,12 @@ export function planParts(sizeHint: number | undefined, configured: { partSize?:
     partSize = Math.max(DEFAULT_PART_SIZE, withMargin);
   }
   partSize = Math.min(Math.max(partSize, MIN_PART_SIZE), MAX_PART_SIZE);
-  const concurrency =
-    configured.concurrency ??
-    Math.min(DEFAULT_CONCURRENCY, Math.max(MIN_CONCURRENCY, Math.floor(PART_MEMORY_BUDGET / partSize - EXTRA_PART_COPIES)));
+  const concurrency = configured.concurrency ?? DEFAULT_CONCURRENCY;
   return {
     partSize,
     concurrency,
     capacity: Math.min(partSize * MAX_PARTS, MAX_OBJECT_SIZE),
-    memoryEstimate: Math.round(BASELINE_RSS + partSize * (concurrency + EXTRA_PART_COPIES)),
+    bufferBytes: Math.round(partSize * (concurrency + EXTRA_PART_BUFFERS)),
     ...(raisedFrom !== undefined && { raisedFrom }),
   };
 }
@@ -115,7 +110,7 @@ const env = {
   STORAGE_S3_IF_NONE_MATCH: bool({ default: true, desc: 'send If-None-Match: * so that an existing object is never replaced' }),
   STORAGE_CLASS: str({ default: undefined, desc: 'storage class, e.g. STANDARD_IA; default: the bucket default' }),
   STORAGE_PART_SIZE: size({ default: undefined, desc: 'multipart part size; default: from BACKUP_EXPECTED_SIZE, else 8MiB' }),
-  STORAGE_CONCURRENCY: count({ default: undefined, desc: 'parts uploaded at once; default: 4, fewer for large parts' }),
+  STORAGE_CONCURRENCY: count({ default: undefined, desc: 'parts uploaded at once; default: 2' }),
 };
 
 // Everything an S3 target needs, validated.
@@ -315,7 +310,7 @@ export const s3 = {
           );
         }
         log.info(
-          { partSize: plan.partSize, concurrency: plan.concurrency, capacity: plan.capacity, memoryEstimate: plan.memoryEstimate, sizeHint },
+          { partSize: plan.partSize, concurrency: plan.concurrency, capacity: plan.capacity, bufferBytes: plan.bufferBytes, sizeHint },
           `s3 upload to ${where}: ${formatBytes(plan.partSize)} parts × ${plan.concurrency} at once, up to ${formatBytes(plan.capacity)}`,
         );
 

@@ -15,9 +15,9 @@ import { pino, type Logger } from 'pino';
 import { loadConfig } from '../../../src/config.ts';
 import { ConfigError, StorageError } from '../../../src/errors.ts';
 import {
-  BASELINE_RSS,
   DEFAULT_CONCURRENCY,
   DEFAULT_PART_SIZE,
+  EXTRA_PART_BUFFERS,
   MAX_OBJECT_SIZE,
   MAX_PART_SIZE,
   MAX_PARTS,
@@ -133,13 +133,14 @@ describe('s3 part sizing', () => {
   for (let exponent = 10; exponent <= 42; exponent += 1) sizes.push(2 ** exponent - 1, 2 ** exponent, 2 ** exponent + 12_345);
   for (let n = 1; n <= 200; n += 1) sizes.push(Math.round((MAX_OBJECT_SIZE * ((n * 7919) % 1000)) / 1000) + n);
 
-  test('with no size hint, parts are 8 MiB, four at once, holding 78 GiB at about 150 MiB', () => {
+  test('with no size hint, parts are 8 MiB, two at once, holding 78 GiB in 36 MiB of buffers', () => {
     const plan = planParts(undefined);
     assert.equal(plan.partSize, DEFAULT_PART_SIZE);
     assert.equal(plan.concurrency, DEFAULT_CONCURRENCY);
+    assert.equal(plan.concurrency, 2);
     assert.ok(plan.capacity >= 50 * GiB, 'an unknown-size dump of 50 GiB fits');
     assert.equal(plan.capacity, 8 * MiB * MAX_PARTS);
-    assert.ok(plan.memoryEstimate <= 200 * MiB);
+    assert.equal(plan.bufferBytes, 36 * MiB);
   });
 
   test('for every size hint up to 5 TiB, the dump fits in 10,000 parts of 5 MiB to 5 GiB', () => {
@@ -149,7 +150,7 @@ describe('s3 part sizing', () => {
       assert.ok(Math.ceil(size / plan.partSize) <= MAX_PARTS, `${size} bytes need ${Math.ceil(size / plan.partSize)} parts`);
       assert.ok(plan.capacity >= Math.min(size * SIZE_HINT_MARGIN, MAX_OBJECT_SIZE), `a hint of ${size} may be low by ${SIZE_HINT_MARGIN}×`);
       assert.ok(plan.concurrency >= 2, 'reading overlaps uploading');
-      assert.equal(plan.memoryEstimate, BASELINE_RSS + plan.partSize * (plan.concurrency + 2.5));
+      assert.equal(plan.bufferBytes, plan.partSize * (plan.concurrency + EXTRA_PART_BUFFERS));
     }
   });
 
@@ -160,15 +161,17 @@ describe('s3 part sizing', () => {
     assert.deepEqual(planParts(10 * TiB), plan);
   });
 
-  test('the estimated memory stays within 200 MiB for every size hint up to 107 GiB', () => {
-    for (const size of [...sizes, 60 * GiB, 75 * GiB, 100 * GiB].filter((s) => s <= 107 * GiB)) {
-      assert.ok(planParts(size).memoryEstimate <= 200 * MiB, `${size} bytes: ${planParts(size).memoryEstimate / MiB} MiB`);
-    }
-    assert.ok(planParts(108 * GiB).memoryEstimate > 200 * MiB, 'the documented limit is the real one');
+  test('part buffers stay at the default 36 MiB up to a 39 GiB hint, within 50 MiB up to 50 GiB and within 100 MiB up to 107 GiB', () => {
+    const buffers = (size: number) => planParts(size).bufferBytes;
+    const upTo = (limit: number) => [...sizes, 20 * GiB, 39 * GiB, 45 * GiB, 60 * GiB, 75 * GiB, 100 * GiB].filter((s) => s <= limit);
+    for (const size of upTo(39 * GiB)) assert.equal(buffers(size), 36 * MiB, `${size} bytes`);
+    for (const size of upTo(50 * GiB)) assert.ok(buffers(size) <= 50 * MiB, `${size} bytes: ${buffers(size) / MiB} MiB`);
+    for (const size of upTo(107 * GiB)) assert.ok(buffers(size) <= 100 * MiB, `${size} bytes: ${buffers(size) / MiB} MiB`);
+    assert.ok(buffers(40 * GiB) > 36 * MiB && buffers(108 * GiB) > 100 * MiB, 'the documented limits are the real ones');
   });
 
   test('a 50 GiB hint gets 11 MiB parts, two at once', () => {
-    assert.deepEqual(planParts(50 * GiB), { partSize: 11 * MiB, concurrency: 2, capacity: 11 * MiB * MAX_PARTS, memoryEstimate: BASELINE_RSS + 11 * MiB * 4.5 });
+    assert.deepEqual(planParts(50 * GiB), { partSize: 11 * MiB, concurrency: 2, capacity: 11 * MiB * MAX_PARTS, bufferBytes: 11 * MiB * 4.5 });
   });
 
   test('an explicit part size and concurrency are used as given when the hint fits', () => {
