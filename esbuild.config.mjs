@@ -15,6 +15,8 @@ await build({
   sourcemap: 'linked',
   legalComments: 'linked',
   logLevel: 'warning',
+  // Keep class names: the GCS SDK's HTTP client checks `signal.constructor.name === 'AbortSignal'`.
+  keepNames: true,
   // A dependency (tr46, via node-fetch) requires Node's deprecated built-in punycode, which prints a
   // DeprecationWarning on stderr; the npm package of the same code replaces it.
   alias: { punycode: 'punycode/' },

@@ -27,6 +27,9 @@ async function main(): Promise<number> {
   const controller = new AbortController();
   let log = createLogger({ level: 'info', base: {} });
   installSignalHandlers(controller, () => log);
+  // Node prints warnings (deprecations inside SDKs) on stderr; logs are JSON lines on stdout only.
+  process.removeAllListeners('warning');
+  process.on('warning', (warning) => log.warn({ warning: { name: warning.name, code: (warning as NodeJS.ErrnoException).code } }, warning.message));
   process.on('uncaughtException', (error) => {
     log.fatal({ err: error }, 'internal error (a bug in Plan B)');
     process.exit(EXIT_CODES.INTERNAL.code);

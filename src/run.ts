@@ -9,7 +9,7 @@ import type { Config } from './config.ts';
 import { createSecretsDir, removeSecretsDir, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
 import type { DbConfig } from './engines/types.ts';
-import { CallbackError, DeadlineError, DumpError, PlanBError } from './errors.ts';
+import { CallbackError, DeadlineError, DumpError, PlanBError, StorageError } from './errors.ts';
 import { EXIT_CODES, exitNameFor } from './exit-codes.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
@@ -158,6 +158,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
         `dumped ${formatBytes(raw.bytes())}, stored ${formatBytes(stored.bytes())}`,
       );
     }, PROGRESS_INTERVAL_MS);
+    let storageFailure: StorageError | undefined;
     try {
       let url = '';
       // The last stage gets the hold stage itself as `body` (pipeline passes Node streams on as they are).
@@ -170,6 +171,10 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
           metadata: { 'planb-run-id': context.runId, 'planb-db-type': config.db.type, 'planb-dump-tool': facts.tool.version },
           sizeHint: config.backup.expectedSize,
           log,
+        }).catch((error: unknown) => {
+          // A target rejects with a StorageError only for its own failure (see failure.ts).
+          if (error instanceof StorageError) storageFailure = error;
+          throw error;
         }));
       };
       const stages = [dump.stdout, raw.stream, ...(compressor?.stages ?? []), stored.stream, holdUntilExit(finished), upload];
@@ -189,9 +194,11 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       facts.rawBytes = raw.bytes();
       dump.stop();
       compressor?.kill();
-      // The dump's own failure explains everything after it (broken pipe, aborted upload).
-      const dumpFailure = await settledFailure(finished);
-      throw signal.aborted ? signal.reason : (dumpFailure ?? error);
+      // The first failure explains the rest: storage failing makes the dump die of a broken pipe,
+      // a dump dying makes the upload abort.
+      if (signal.aborted) throw signal.reason;
+      if (storageFailure) throw storageFailure;
+      throw (await settledFailure(finished)) ?? error;
     } finally {
       clearInterval(progress);
       facts.streamMs = Math.round(performance.now() - streamStart);

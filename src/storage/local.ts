@@ -43,10 +43,20 @@ export const local = {
         const removeTemporary = () =>
           rm(temporary, { force: true }).catch((error: unknown) => log.warn({ err: error, temporary }, 'could not remove temporary file'));
         let created: string | undefined;
+        // This target's own error when it failed first; null when the body did.
+        let ownFailure: Error | null | undefined;
         try {
           created = await mkdir(dirname(destination), { recursive: true });
           // flush: fsync before close, so a linked backup is on disk, not only in the page cache.
-          await pipeline(body, createWriteStream(temporary, { flags: 'wx', mode: 0o640, flush: true }), { signal });
+          const sink = createWriteStream(temporary, { flags: 'wx', mode: 0o640, flush: true });
+          // pipeline() passes either stream's error on to the other: the first to fail is the cause.
+          sink.once('error', (error) => {
+            if (ownFailure === undefined) ownFailure = error;
+          });
+          body.once('error', () => {
+            if (ownFailure === undefined) ownFailure = null;
+          });
+          await pipeline(body, sink, { signal });
           await link(temporary, destination);
         } catch (error) {
           await removeTemporary();
@@ -54,6 +64,7 @@ export const local = {
             throw new StorageError(`refusing to overwrite existing ${destination}`, 'other', { cause: error });
           }
           await removeCreatedDirs(dirname(destination), created);
+          if (ownFailure && !signal.aborted) throw new StorageError(`writing ${destination} failed: ${ownFailure.message}`, kindOf(ownFailure), { cause: ownFailure });
           throw rootCause(error, body, signal, `writing ${destination} failed`, kindOf(error));
         }
         await removeTemporary();

@@ -159,6 +159,15 @@ describe('a dump through the bundled job', () => {
     assert.deepEqual(await files(bucket), []);
   });
 
+  test('a storage failure is reported as such, not as the broken pipe the dump then dies of', async () => {
+    const notADirectory = join(work, 'plain-file');
+    await writeFile(notADirectory, 'x');
+    const result = await runJob(mongoEnv(join(notADirectory, 'bucket'), ['--fake-bytes=20000000']));
+    assert.equal(result.code, EXIT_CODES.STORAGE_FAILED.code, result.lines.at(-1)?.message);
+    assert.match(result.lines.at(-1)?.message ?? '', /ENOTDIR/);
+    assert.deepEqual(await credentialDirs(), []);
+  });
+
   test('a missing dump tool is an image bug, reported before any work', async () => {
     const bucket = join(work, 'missing');
     const result = await runJob({ ...mongoEnv(bucket, []), PATH: '/nonexistent' });
