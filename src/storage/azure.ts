@@ -30,7 +30,7 @@ export const DEFAULT_CONCURRENCY = 5;
 const BUFFER_BUDGET = DEFAULT_BLOCK_SIZE * (DEFAULT_CONCURRENCY + 1);
 // Two blocks in flight keep large-block uploads moving while one request waits on the network.
 const MIN_CONCURRENCY = 2;
-// Smaller blocks would cap a blob of unknown size below 50 GiB and multiply the requests.
+// Below this a blob of unknown size would be capped under 48.8 GiB, and the requests multiply.
 const MIN_BLOCK_SIZE = 1 * MiB;
 // More parallel requests than this buy no throughput from one process and only cost memory.
 const MAX_CONCURRENCY = 64;
@@ -123,13 +123,18 @@ export type BlockPlan = {
   bufferBytes: number;
 };
 
-// Picks the block size and concurrency for one upload. Memory ≈ baseline + (concurrency + 1) × blockSize.
-// Without a hint the configured (or default) block size decides the largest blob: 8 MiB → 390.6 GiB,
-// in 48 MiB of buffers. With a hint the block size grows so that twice the hint fits in 50,000 blocks
-// (8 MiB covers hints up to 195 GiB), capped at Azure's 4000 MiB (≈ 190.7 TiB per blob); unless
+// Picks the block size and concurrency for one upload.
+// Memory: the SDK pools `concurrency` blocks and holds about one more of incoming data, so the
+// buffers are (concurrency + 1) × blockSize; the process adds its baseline and the chunks the
+// pipeline has dropped but V8 has not yet collected. Measured with bench/azure-upload.ts (2 GiB into
+// azurite, defaults): the whole job peaks at 231–239 MiB ≈ 110 baseline + 48 buffers + 70–80 of
+// uncollected chunks (the same job into a local folder peaks at 180 MiB); 8 GiB gives the same peak.
+// Size: without a hint the configured (or default) block size decides the largest blob: 8 MiB →
+// 390.6 GiB. With a hint the block size grows so that twice the hint fits in 50,000 blocks (8 MiB
+// covers hints up to 195 GiB), capped at Azure's 4000 MiB (≈ 190.7 TiB per blob); unless
 // STORAGE_CONCURRENCY is set, concurrency then drops (never below 2) to keep the buffers near the
-// default 48 MiB: 1 TiB → 42 MiB blocks × 2 = 126 MiB, 5 TiB → 210 MiB × 2 = 630 MiB, the maximum
-// 4000 MiB × 2 ≈ 11.7 GiB.
+// default 48 MiB: a 1 TiB hint → 42 MiB blocks, concurrency 2, 126 MiB of buffers; 5 TiB → 210 MiB,
+// 630 MiB; the 4000 MiB maximum → 11.7 GiB.
 export function planBlocks(sizeHint: number | undefined, partSize?: number, concurrency?: number): BlockPlan {
   const needed = sizeHint === undefined ? 0 : Math.ceil((sizeHint * SIZE_HINT_HEADROOM) / MAX_BLOCKS / MiB) * MiB;
   const blockSize = Math.min(MAX_BLOCK_SIZE, Math.max(partSize ?? DEFAULT_BLOCK_SIZE, needed));
