@@ -22,14 +22,11 @@ export const MAX_BLOB_SIZE = MAX_BLOCKS * MAX_BLOCK_SIZE; // ≈ 190.7 TiB
 const MAX_METADATA_BYTES = 8 * 1024;
 
 // The SDK's own default: 50,000 × 8 MiB caps a blob of unknown size at 390.6 GiB (far above the
-// 50 GiB every default must carry) while the buffers stay ≈ 6 × 8 MiB = 48 MiB.
+// 50 GiB every default must carry), and blocks above 4 MiB get Azure's high-throughput ingest.
 export const DEFAULT_BLOCK_SIZE = 8 * MiB;
-// The SDK's default too: 4 blocks in flight and 1 filling keep a link busy at 8 MiB per request.
-export const DEFAULT_CONCURRENCY = 5;
-// The block buffers the defaults use; larger blocks trade concurrency to stay near it.
-const BUFFER_BUDGET = DEFAULT_BLOCK_SIZE * (DEFAULT_CONCURRENCY + 1);
-// Two blocks in flight keep large-block uploads moving while one request waits on the network.
-const MIN_CONCURRENCY = 2;
+// Two blocks uploading at once (the SDK's default is 5): the job measured 20–25 MiB less peak RSS
+// than with 5 and no slower on loopback; the dump (66–142 MB/s) is the bottleneck, not the requests.
+export const DEFAULT_CONCURRENCY = 2;
 // Below this a blob of unknown size would be capped under 48.8 GiB, and the requests multiply.
 const MIN_BLOCK_SIZE = 1 * MiB;
 // More parallel requests than this buy no throughput from one process and only cost memory.
@@ -100,7 +97,7 @@ const env = {
   STORAGE_ACCESS_TIER: accessTierSetting({ default: undefined, desc: 'Hot, Cool, Cold or Archive' }),
   // Unset: DEFAULT_BLOCK_SIZE, raised from the size hint when the hint needs bigger blocks.
   STORAGE_PART_SIZE: blockSizeSetting({ default: undefined, desc: 'block size, e.g. 8MiB' }),
-  // Unset: DEFAULT_CONCURRENCY, lowered (not below 2) for blocks above 8 MiB to keep memory flat.
+  // Unset: DEFAULT_CONCURRENCY.
   STORAGE_CONCURRENCY: concurrencySetting({ default: undefined, desc: 'blocks buffered and uploaded at once' }),
 };
 type AzureSettings = CleanedEnv<typeof env>;
@@ -125,21 +122,19 @@ export type BlockPlan = {
 
 // Picks the block size and concurrency for one upload.
 // Memory: the SDK pools `concurrency` blocks and holds about one more of incoming data, so the
-// buffers are (concurrency + 1) × blockSize; the process adds its baseline and the chunks the
-// pipeline has dropped but V8 has not yet collected. Measured with bench/azure-upload.ts (2 GiB into
-// azurite, defaults): the whole job peaks at 231–239 MiB ≈ 110 baseline + 48 buffers + 70–80 of
-// uncollected chunks (the same job into a local folder peaks at 180 MiB); 8 GiB gives the same peak.
+// buffers are (concurrency + 1) × blockSize: 24 MiB at the defaults. The process adds its baseline
+// and the chunks the pipeline has dropped but V8 has not yet collected. Measured with
+// bench/azure-upload.ts (2 GiB into azurite, defaults): the whole job peaks at 207–212 MiB ≈ 110
+// baseline + 24 buffers + 70–80 of uncollected chunks (the same job into a local folder: 180 MiB);
+// a longer dump gives the same peak.
 // Size: without a hint the configured (or default) block size decides the largest blob: 8 MiB →
 // 390.6 GiB. With a hint the block size grows so that twice the hint fits in 50,000 blocks (8 MiB
-// covers hints up to 195 GiB), capped at Azure's 4000 MiB (≈ 190.7 TiB per blob); unless
-// STORAGE_CONCURRENCY is set, concurrency then drops (never below 2) to keep the buffers near the
-// default 48 MiB: a 1 TiB hint → 42 MiB blocks, concurrency 2, 126 MiB of buffers; 5 TiB → 210 MiB,
-// 630 MiB; the 4000 MiB maximum → 11.7 GiB.
-export function planBlocks(sizeHint: number | undefined, partSize?: number, concurrency?: number): BlockPlan {
+// covers hints up to 195 GiB), capped at Azure's 4000 MiB (≈ 190.7 TiB per blob): a 1 TiB hint →
+// 42 MiB blocks, 126 MiB of buffers; 5 TiB → 210 MiB blocks, 630 MiB; the maximum → 11.7 GiB.
+export function planBlocks(sizeHint: number | undefined, partSize?: number, concurrency = DEFAULT_CONCURRENCY): BlockPlan {
   const needed = sizeHint === undefined ? 0 : Math.ceil((sizeHint * SIZE_HINT_HEADROOM) / MAX_BLOCKS / MiB) * MiB;
   const blockSize = Math.min(MAX_BLOCK_SIZE, Math.max(partSize ?? DEFAULT_BLOCK_SIZE, needed));
-  const chosen = concurrency ?? Math.min(DEFAULT_CONCURRENCY, Math.max(MIN_CONCURRENCY, Math.floor(BUFFER_BUDGET / blockSize) - 1));
-  return { blockSize, concurrency: chosen, maxBlobSize: blockSize * MAX_BLOCKS, bufferBytes: (chosen + 1) * blockSize };
+  return { blockSize, concurrency, maxBlobSize: blockSize * MAX_BLOCKS, bufferBytes: (concurrency + 1) * blockSize };
 }
 
 // Maps the request's metadata to Azure's rules: names must be C# identifiers (letters, digits, `_`,
@@ -185,6 +180,9 @@ function credentialsFrom(common: CommonStorageSettings, settings: AzureSettings)
   if (!CONTAINER_NAME.test(common.bucket)) {
     problems.push(`STORAGE_BUCKET: "${common.bucket}" is not an Azure container name (3-63 lower-case letters, digits and single hyphens)`);
   }
+  if (connectionString !== undefined && !completeConnectionString(connectionString)) {
+    problems.push('AZURE_STORAGE_CONNECTION_STRING: needs AccountName and AccountKey, or BlobEndpoint and SharedAccessSignature');
+  }
   if (connectionString !== undefined) {
     const others = [account && 'AZURE_STORAGE_ACCOUNT', key && 'AZURE_STORAGE_KEY', sas && 'AZURE_STORAGE_SAS_TOKEN', common.endpoint && 'STORAGE_ENDPOINT'].filter(Boolean);
     if (others.length > 0) problems.push(`AZURE_STORAGE_CONNECTION_STRING names the account, endpoint and secret itself; unset ${others.join(', ')}`);
@@ -201,6 +199,14 @@ function credentialsFrom(common: CommonStorageSettings, settings: AzureSettings)
   if (key !== undefined && account !== undefined) return { kind: 'shared-key', url, account, key };
   if (sas !== undefined) return { kind: 'sas', url, token: sas };
   return { kind: 'default', url };
+}
+
+// Whether a connection string names an account key or a SAS (checked before the dump starts; the SDK
+// parses it fully when the upload begins).
+function completeConnectionString(connectionString: string): boolean {
+  const parts = new Map(connectionString.split(';').map((part) => [part.slice(0, part.indexOf('=')).trim().toLowerCase(), part.slice(part.indexOf('=') + 1)]));
+  if (parts.get('usedevelopmentstorage') === 'true') return true;
+  return (parts.has('accountname') && parts.has('accountkey')) || (parts.has('blobendpoint') && parts.has('sharedaccesssignature'));
 }
 
 // Loads the SDK only when an Azure upload runs, so other targets don't pay its ~40 MiB at start-up.

@@ -113,13 +113,13 @@ async function commitDelayingProxy(upstream: string, holdMs: number, onCommit: (
 }
 
 describe('azure block sizing', () => {
-  test('the defaults are the SDK defaults and carry 390 GiB of unknown size in 48 MiB of buffers', () => {
+  test('the defaults carry 390 GiB of unknown size in 24 MiB of buffers', () => {
     const plan = planBlocks(undefined);
     assert.equal(plan.blockSize, 8 * MiB);
-    assert.equal(plan.concurrency, 5);
+    assert.equal(plan.concurrency, 2);
     assert.equal(plan.maxBlobSize, 50_000 * 8 * MiB);
     assert.ok(plan.maxBlobSize > 390 * GiB);
-    assert.equal(plan.bufferBytes, 48 * MiB);
+    assert.equal(plan.bufferBytes, 24 * MiB);
   });
 
   test('a 50 GiB dump keeps the default blocks, and so the default memory', () => {
@@ -138,13 +138,10 @@ describe('azure block sizing', () => {
     assert.equal(planBlocks(5 * TiB).blockSize, 210 * MiB);
   });
 
-  test('bigger blocks lower the default concurrency, never below 2, unless it is configured', () => {
-    assert.equal(planBlocks(195 * GiB).concurrency, 5, 'still 8 MiB blocks');
-    assert.equal(planBlocks(300 * GiB).blockSize, 13 * MiB);
-    assert.equal(planBlocks(300 * GiB).concurrency, 2);
+  test('memory follows the block size: (concurrency + 1) blocks', () => {
     assert.equal(planBlocks(1 * TiB).bufferBytes, 3 * 42 * MiB);
-    assert.equal(planBlocks(1 * TiB, undefined, 5).concurrency, 5);
-    assert.equal(planBlocks(undefined, 4 * MiB).concurrency, 5, 'smaller blocks keep the default');
+    assert.equal(planBlocks(5 * TiB).bufferBytes, 3 * 210 * MiB);
+    assert.equal(planBlocks(1 * TiB, undefined, 5).bufferBytes, 6 * 42 * MiB);
   });
 
   test('the block size stops at Azure limit of 4000 MiB, which is a 190.7 TiB blob', () => {
@@ -228,6 +225,8 @@ describe('azure configuration', () => {
     assert.match(problems({ AZURE_STORAGE_ACCOUNT: 'acct1', AZURE_STORAGE_KEY: 'a2V5', AZURE_STORAGE_SAS_TOKEN: 'sig=x' }), /only one/);
     assert.match(problems({ AZURE_STORAGE_CONNECTION_STRING: 'UseDevelopmentStorage=true', AZURE_STORAGE_KEY: 'a2V5' }), /unset AZURE_STORAGE_KEY/);
     assert.match(problems({ AZURE_STORAGE_ACCOUNT: 'acct1' }, 'Bad_Container'), /STORAGE_BUCKET/);
+    const incomplete = problems({ AZURE_STORAGE_CONNECTION_STRING: 'DefaultEndpointsProtocol=https;AccountName=acct1;EndpointSuffix=core.windows.net' });
+    assert.match(incomplete, /AZURE_STORAGE_CONNECTION_STRING: needs AccountName and AccountKey/);
   });
 
   test('bad block size, concurrency, tier and account values are refused by the validators', () => {
