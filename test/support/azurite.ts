@@ -116,6 +116,10 @@ function handle(child: ChildProcess, port: number, location: string): Azurite {
   // Keep draining its output so a chatty azurite never blocks on a full pipe.
   child.stdout?.resume();
   child.stderr?.resume();
+  // A test process that ends without stop() (a crash, a hung test given up on) must not leave an
+  // orphaned azurite behind; its temp dir is then left for the OS.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
   const endpoint = `http://127.0.0.1:${port}/${DEV_ACCOUNT}`;
   const service = new BlobServiceClient(endpoint, new StorageSharedKeyCredential(DEV_ACCOUNT, DEV_KEY), {
     retryOptions: { maxTries: 1 },
@@ -132,6 +136,7 @@ function handle(child: ChildProcess, port: number, location: string): Azurite {
       return name;
     },
     async stop() {
+      process.removeListener('exit', killOnExit);
       try {
         await stopChild(child);
       } finally {
