@@ -10,7 +10,7 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { pipeline } from 'node:stream/promises';
-import { RETRYABLE_ERR_FN_DEFAULT, Storage, type StorageOptions } from '@google-cloud/storage';
+import type { StorageOptions } from '@google-cloud/storage';
 import { makeValidator, str } from 'envalid';
 import { StorageError, type StorageFailure } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -104,6 +104,8 @@ export const gcs = {
           agents.http.destroy();
           agents.https.destroy();
         };
+        // Loaded only when a GCS upload runs, so other runs do not carry the SDK in memory.
+        const { RETRYABLE_ERR_FN_DEFAULT, Storage } = await import('@google-cloud/storage');
         const storage = new Storage({
           ...base,
           // Once this upload has failed, the SDK must not retry anything in the background.

@@ -50,8 +50,9 @@ export const local = {
           // flush: fsync before close, so a linked backup is on disk, not only in the page cache.
           const sink = createWriteStream(temporary, { flags: 'wx', mode: 0o640, flush: true });
           // pipeline() passes either stream's error on to the other: the first to fail is the cause.
+          // (The body may have failed before this listener existed: then body.errored is set.)
           sink.once('error', (error) => {
-            if (ownFailure === undefined) ownFailure = error;
+            if (ownFailure === undefined) ownFailure = body.errored ? null : error;
           });
           body.once('error', () => {
             if (ownFailure === undefined) ownFailure = null;

@@ -16,9 +16,8 @@
 //   (2.3 GiB) from 2.5 TiB up to the 5 TiB limit.
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { S3Client, type PutObjectCommandInput, type S3ClientConfig } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { PutObjectCommandInput, S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+import type { NodeHttpHandler } from '@smithy/node-http-handler';
 import { bool, str } from 'envalid';
 import { count, size } from '../config-specs.ts';
 import { ConfigError, StorageError, type StorageFailure } from '../errors.ts';
@@ -211,8 +210,8 @@ function interruptible(method: string, query: Record<string, unknown>): boolean 
 }
 
 // An HTTP handler that cancels interruptible requests when `cancel` aborts.
-function cancellableHandler(cancel: AbortSignal): S3ClientConfig['requestHandler'] {
-  const http = new NodeHttpHandler({ connectionTimeout: CONNECT_TIMEOUT_MS, socketTimeout: SOCKET_IDLE_TIMEOUT_MS });
+function cancellableHandler(sdk: Sdk, cancel: AbortSignal): S3ClientConfig['requestHandler'] {
+  const http = new sdk.NodeHttpHandler({ connectionTimeout: CONNECT_TIMEOUT_MS, socketTimeout: SOCKET_IDLE_TIMEOUT_MS });
   return {
     metadata: http.metadata,
     handle: (request: Parameters<NodeHttpHandler['handle']>[0], options?: Parameters<NodeHttpHandler['handle']>[1]) => {
@@ -226,9 +225,20 @@ function cancellableHandler(cancel: AbortSignal): S3ClientConfig['requestHandler
   };
 }
 
-function createClient(options: S3Options, cancel: AbortSignal): S3Client {
+// The SDK, loaded only when an S3 upload runs: the job then does not carry it in memory otherwise.
+async function loadSdk() {
+  const [{ S3Client }, { Upload }, { NodeHttpHandler }] = await Promise.all([
+    import('@aws-sdk/client-s3'),
+    import('@aws-sdk/lib-storage'),
+    import('@smithy/node-http-handler'),
+  ]);
+  return { S3Client, Upload, NodeHttpHandler };
+}
+type Sdk = Awaited<ReturnType<typeof loadSdk>>;
+
+function createClient(sdk: Sdk, options: S3Options, cancel: AbortSignal): S3Client {
   const custom = options.endpoint !== undefined;
-  return new S3Client({
+  return new sdk.S3Client({
     ...(options.region !== undefined && { region: options.region }),
     ...(custom && { endpoint: options.endpoint }),
     forcePathStyle: options.forcePathStyle,
@@ -239,7 +249,7 @@ function createClient(options: S3Options, cancel: AbortSignal): S3Client {
     // AWS checks a CRC32 per part; many S3-compatible stores reject the newer checksum headers.
     requestChecksumCalculation: custom ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
     responseChecksumValidation: custom ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
-    requestHandler: cancellableHandler(cancel),
+    requestHandler: cancellableHandler(sdk, cancel),
   });
 }
 
@@ -342,7 +352,8 @@ export const s3 = {
           state.cancel.abort(cause);
           feed.destroy(cause instanceof Error ? cause : new Error(String(cause)));
         };
-        const client = createClient(options, state.cancel.signal);
+        const sdk = await loadSdk();
+        const client = createClient(sdk, options, state.cancel.signal);
         const describe = (error: unknown, operation: string) =>
           new StorageError(`s3 upload to ${where} failed: ${describeFailure(error, operation, options.ifNoneMatch)}`, s3FailureKind(error), { cause: error });
         observe(client, state, describe, stop);
@@ -360,7 +371,7 @@ export const s3 = {
           ...(options.ifNoneMatch && { IfNoneMatch: '*' }),
         };
         // No abortController: lib-storage would answer an abort at once while parts and the commit go on.
-        const upload = new Upload({ client, params, partSize: plan.partSize, queueSize: plan.concurrency, leavePartsOnError: false });
+        const upload = new sdk.Upload({ client, params, partSize: plan.partSize, queueSize: plan.concurrency, leavePartsOnError: false });
 
         // An abort before the commit stops everything. Once the commit is sent, S3 may already have stored
         // the object: its answer decides, if it comes within the grace period.
