@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { execa } from 'execa';
 import { DumpError } from './errors.ts';
 import type { DumpCommand, DumpEngine } from './engines/types.ts';
@@ -19,7 +19,8 @@ const STDERR_TAIL_LINES = 15;
 const VERSION_TIMEOUT_MS = 5_000;
 
 export type RunningDump = {
-  stdout: Readable;
+  // The tool's output; undefined when it writes straight into `options.stdout`.
+  stdout: Readable | undefined;
   // Resolves when the tool exited 0; rejects with a DumpError otherwise (after stop() or an abort,
   // with a plain "was stopped" one: the run then reports what made it stop, not this).
   exited: Promise<void>;
@@ -52,18 +53,19 @@ export async function toolVersion(file: string, env: Readonly<Record<string, str
   return result.exitCode === 0 && line ? line.trim() : 'unknown';
 }
 
-// Starts the dump; `baseEnv` is the minimal environment (PATH, HOME, locale) the tool inherits.
+// Starts the dump; `baseEnv` is the minimal environment (PATH, HOME, locale) the tool inherits;
+// `stdout`, a pipe to a compressor child, becomes the tool's own stdout (the bytes bypass this process).
 export function startDump(
   command: DumpCommand,
   engine: DumpEngine,
-  options: { baseEnv: Readonly<Record<string, string>>; signal: AbortSignal; log: Logger; scrub: Scrub },
+  options: { baseEnv: Readonly<Record<string, string>>; signal: AbortSignal; log: Logger; scrub: Scrub; stdout?: Writable | undefined },
 ): RunningDump {
   const stopped = new AbortController();
   const child = execa(command.file, command.args, {
     env: { ...options.baseEnv, ...command.env },
     extendEnv: false,
     stdin: 'ignore',
-    stdout: 'pipe',
+    stdout: options.stdout ?? 'pipe',
     stderr: 'pipe',
     buffer: false,
     reject: false,
@@ -105,7 +107,7 @@ export function startDump(
   })();
 
   return {
-    stdout: child.stdout,
+    stdout: child.stdout ?? undefined,
     exited,
     stop: () => stopped.abort(),
   };

@@ -145,17 +145,20 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       'backup started',
     );
     const streamStart = performance.now();
-    const dump = startDump(command, engine, { baseEnv: config.toolEnv, signal, log, scrub: context.scrub });
+    // A compressor with an `input` reads the dump's stdout itself: the raw bytes stay out of JavaScript.
+    const dump = startDump(command, engine, { baseEnv: config.toolEnv, signal, log, scrub: context.scrub, stdout: compressor?.input });
+    compressor?.releaseInput();
     const raw = createMeter({ hash: false });
+    const rawBytes = () => compressor?.rawBytes() ?? raw.bytes();
     const stored = createMeter({ hash: true });
     const finished = Promise.all([dump.exited, compressor?.exited]).then(() => {
-      if (raw.bytes() === 0) throw new DumpError(`${tool.name} exited 0 but wrote nothing`, { kind: 'empty' });
+      if (rawBytes() === 0) throw new DumpError(`${tool.name} exited 0 but wrote nothing`, { kind: 'empty' });
     });
     const progress = setInterval(() => {
       const seconds = (performance.now() - streamStart) / 1000;
       log.info(
-        { rawBytes: raw.bytes(), storedBytes: stored.bytes(), rawRate: `${formatBytes(raw.bytes() / seconds)}/s` },
-        `dumped ${formatBytes(raw.bytes())}, stored ${formatBytes(stored.bytes())}`,
+        { rawBytes: rawBytes(), storedBytes: stored.bytes(), rawRate: `${formatBytes(rawBytes() / seconds)}/s` },
+        `dumped ${formatBytes(rawBytes())}, stored ${formatBytes(stored.bytes())}`,
       );
     }, PROGRESS_INTERVAL_MS);
     let storageFailure: StorageError | undefined;
@@ -177,10 +180,11 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
           throw error;
         }));
       };
-      const stages = [dump.stdout, raw.stream, ...(compressor?.stages ?? []), stored.stream, holdUntilExit(finished), upload];
+      const source = dump.stdout ? [dump.stdout, raw.stream] : [];
+      const stages = [...source, ...(compressor?.stages ?? []), stored.stream, holdUntilExit(finished), upload];
       // @types/node has no overload for a variable number of stages ending in a function.
       await pipeline(stages as unknown as NodeJS.ReadWriteStream[], { signal });
-      facts.rawBytes = raw.bytes();
+      facts.rawBytes = rawBytes();
       return {
         storageType: config.storage.type,
         bucket: config.storage.bucket,
@@ -191,7 +195,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
         compression,
       };
     } catch (error) {
-      facts.rawBytes = raw.bytes();
+      facts.rawBytes = rawBytes();
       dump.stop();
       compressor?.kill();
       // The first failure explains the rest: storage failing makes the dump die of a broken pipe,
