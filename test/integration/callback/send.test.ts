@@ -148,7 +148,8 @@ test('the run deadline bounds delivery: an always-failing receiver stops when th
   assert.ok(error instanceof CallbackError, String(error));
   assert.match(error.message, /deadline/);
   assert.ok(error.attempts >= 1 && error.attempts < 1001, `${error.attempts} attempts`);
-  assert.equal(error.attempts, hook.requests.length);
+  // The deadline may cut the last attempt before its request reaches the receiver; every earlier one arrived.
+  assert.ok([error.attempts, error.attempts - 1].includes(hook.requests.length), `${error.attempts} attempts, ${hook.requests.length} received`);
   assert.ok(performance.now() - started < 10_000, 'stopped by the signal, not by running out of retries');
 });
 
