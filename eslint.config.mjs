@@ -20,7 +20,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/main.ts', 'test/**/*.ts', 'deploy/**/*.ts', 'bench/**/*.ts'],
+    files: ['src/main.ts', 'test/**/*.ts', 'deploy/**/*.ts'],
     rules: { 'no-restricted-properties': 'off' },
   },
 );

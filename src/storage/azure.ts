@@ -124,7 +124,7 @@ export type BlockPlan = {
 // Memory: the SDK pools `concurrency` blocks and holds about one more of incoming data, so the
 // buffers are (concurrency + 1) × blockSize: 24 MiB at the defaults. The process adds its baseline
 // and the chunks the pipeline has dropped but V8 has not yet collected. Measured with
-// bench/azure-upload.ts (2 GiB into azurite, defaults): the whole job peaks at 207–212 MiB ≈ 110
+// test/bench/azure-upload.ts (2 GiB into azurite, defaults): the whole job peaks at 207–212 MiB ≈ 110
 // baseline + 24 buffers + 70–80 of uncollected chunks (the same job into a local folder: 180 MiB);
 // a longer dump gives the same peak.
 // Size: without a hint the configured (or default) block size decides the largest blob: 8 MiB →

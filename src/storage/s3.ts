@@ -7,7 +7,7 @@
 // needs equal parts, chosen before the first byte. The upload's own memory is its part buffers,
 //   buffers ≈ partSize × (concurrency + 2.5)
 // (parts in flight, the part being filled, lib-storage's concat copy; FACTS.md). Measured with the bundled
-// job (bench/s3-upload.ts, 1 GiB, loaded 2-core machine): without part buffers (local target) it peaks
+// job (test/bench/s3-upload.ts, 1 GiB, loaded 2-core machine): without part buffers (local target) it peaks
 // near 180 MiB; 8 MiB × 2 adds 15–25 MiB, 8 MiB × 4 adds 40–50 MiB. So:
 // - size unknown: 8 MiB × 2, buffers ≤ 36 MiB, objects up to 78.1 GiB (lib-storage's own 5 MiB fallback,
 //   like rclone's, stops at 48.8 GiB);

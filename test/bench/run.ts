@@ -18,13 +18,13 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { S3Client } from '@aws-sdk/client-s3';
 import { execa } from 'execa';
-import { ENGINES } from '../src/engines/registry.ts';
-import type { DbConfig } from '../src/engines/types.ts';
-import { STORAGE_TYPES } from '../src/storage/registry.ts';
-import { parseSize } from '../src/units.ts';
-import { BUNDLE, fakeToolDir, NODE, ROOT } from '../test/support/job.ts';
-import { startMariadb, startPostgres, startRedis, type TestServer } from '../test/support/servers.ts';
-import { findBinary } from '../test/support/require-binary.ts';
+import { ENGINES } from '../../src/engines/registry.ts';
+import type { DbConfig } from '../../src/engines/types.ts';
+import { STORAGE_TYPES } from '../../src/storage/registry.ts';
+import { parseSize } from '../../src/units.ts';
+import { BUNDLE, fakeToolDir, NODE, ROOT } from '../support/job.ts';
+import { startMariadb, startPostgres, startRedis, type TestServer } from '../support/servers.ts';
+import { findBinary } from '../support/require-binary.ts';
 import { measure, waitForQuiet, type Measurement } from './measure.ts';
 import { summarize, table, verdicts, verdictTable, type Run, type Summary } from './report.ts';
 import { AWS_CLI, RCLONE, jobS3Scenario, scenariosFor, shellQuote, writeAwsConfig, writeRcloneConfig, type Environment, type Group, type Scenario, type Target } from './scenarios.ts';
@@ -106,7 +106,7 @@ async function machine(): Promise<string> {
 
 // The S3 mock in its own process; resolves once it listens.
 async function startS3Mock(): Promise<{ child: ChildProcess; endpoint: string; region: string }> {
-  const child = spawn(NODE, [join(ROOT, 'bench/s3-mock.ts'), BUCKET], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(NODE, [join(ROOT, 'test/bench/s3-mock.ts'), BUCKET], { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines = createInterface({ input: child.stdout });
   const first = await new Promise<string>((resolve, reject) => {
     lines.once('line', resolve);

@@ -2,7 +2,7 @@
 // about the requested size and compresses like real data (~3–4× with zstd, not pgbench's blank
 // filler), a MariaDB with the same shape, and a Redis with hashes and strings.
 import { execa } from 'execa';
-import type { MariadbServer, PostgresServer, RedisServer } from '../test/support/servers.ts';
+import type { MariadbServer, PostgresServer, RedisServer } from '../support/servers.ts';
 
 // Bytes of plain-dump text one row of each table produces on average (measured with pg_dump on
 // this schema; rows are generated from the row number, so the figure is stable).

@@ -4,7 +4,7 @@
 //   job    — the bundled job (dist/main.js, `npm run build` first) with the fake pg_dump writing the
 //            bytes and BACKUP_COMPRESSION=none, so that every byte reaches the store.
 //
-//   node_modules/.bin/node bench/s3-upload.ts [--mode target|job|both] [--size 2GiB] [--chunk 64KiB]
+//   node_modules/.bin/node test/bench/s3-upload.ts [--mode target|job|both] [--size 2GiB] [--chunk 64KiB]
 //                          [--size-hint 50GiB] [--part-size 8MiB] [--concurrency 2]
 //
 // Without options: both modes, 2 GiB, the defaults (no size hint: 8 MiB parts × 2); the target mode's
@@ -18,12 +18,12 @@ import { parseArgs } from 'node:util';
 import { HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { cleanEnv } from 'envalid';
 import { pino } from 'pino';
-import { planParts, s3 } from '../src/storage/s3.ts';
-import { formatBytes, parseSize } from '../src/units.ts';
-import { BUNDLE, fakeToolDir, runJob } from '../test/support/job.ts';
-import { startS3Server, type S3TestServer } from '../test/support/s3-server.ts';
+import { planParts, s3 } from '../../src/storage/s3.ts';
+import { formatBytes, parseSize } from '../../src/units.ts';
+import { BUNDLE, fakeToolDir, runJob } from '../support/job.ts';
+import { startS3Server, type S3TestServer } from '../support/s3-server.ts';
 
-const NODE = new URL('../node_modules/.bin/node', import.meta.url).pathname;
+const NODE = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
 const SELF = new URL(import.meta.url).pathname;
 const BUCKET = 'bench';
 

@@ -4,7 +4,7 @@
 //   job    — the bundled job (dist/main.js, `npm run build` first) with the fake pg_dump writing the
 //            bytes and BACKUP_COMPRESSION=none, so that every byte reaches the store.
 //
-//   node_modules/.bin/node bench/azure-upload.ts [--mode target|job|both] [--size 2GiB] [--chunk 64KiB]
+//   node_modules/.bin/node test/bench/azure-upload.ts [--mode target|job|both] [--size 2GiB] [--chunk 64KiB]
 //                          [--size-hint 1TiB] [--part-size 8MiB] [--concurrency 5]
 //
 // Without options: both modes, 2 GiB, the defaults (8 MiB blocks × 5); the target mode's stream comes
@@ -16,12 +16,12 @@ import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { cleanEnv } from 'envalid';
 import { pino } from 'pino';
-import { azure, planBlocks } from '../src/storage/azure.ts';
-import { formatBytes, parseSize } from '../src/units.ts';
-import { DEV_ACCOUNT, DEV_KEY, startAzurite, type Azurite } from '../test/support/azurite.ts';
-import { BUNDLE, fakeToolDir, runJob } from '../test/support/job.ts';
+import { azure, planBlocks } from '../../src/storage/azure.ts';
+import { formatBytes, parseSize } from '../../src/units.ts';
+import { DEV_ACCOUNT, DEV_KEY, startAzurite, type Azurite } from '../support/azurite.ts';
+import { BUNDLE, fakeToolDir, runJob } from '../support/job.ts';
 
-const NODE = new URL('../node_modules/.bin/node', import.meta.url).pathname;
+const NODE = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
 const SELF = new URL(import.meta.url).pathname;
 
 type ChildReport = { bytes: number; ms: number; baselineRss: number; peakRss: number };

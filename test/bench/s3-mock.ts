@@ -2,7 +2,7 @@
 // benchmark's /proc sampler nor hides inside the measured process tree: s3rver from
 // test/support/s3-server.ts with one bucket. Prints {"endpoint": …} on stdout once it listens and
 // stops when its stdin closes (the benchmark ended or died).
-import { startS3Server } from '../test/support/s3-server.ts';
+import { startS3Server } from '../support/s3-server.ts';
 
 const bucket = process.argv[2] ?? 'bench';
 const server = await startS3Server({ buckets: [bucket] });

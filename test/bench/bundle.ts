@@ -1,12 +1,12 @@
 // Bundles the job as it is in the working tree into another file, to compare a change against the
-// current build side by side: `node bench/bundle.ts /tmp/before.js`, change the code, then
+// current build side by side: `node test/bench/bundle.ts /tmp/before.js`, change the code, then
 // `npm run bench -- --variants=…` with {"id": "before", "bundle": "/tmp/before.js"}.
 import { build } from 'esbuild';
 import { resolve } from 'node:path';
 
 const outfile = process.argv[2];
-if (!outfile) throw new Error('usage: node bench/bundle.ts OUTFILE');
-const root = new URL('../', import.meta.url).pathname;
+if (!outfile) throw new Error('usage: node test/bench/bundle.ts OUTFILE');
+const root = new URL('../../', import.meta.url).pathname;
 await build({
   entryPoints: [resolve(root, 'src/main.ts')],
   outfile: resolve(outfile),
