@@ -172,6 +172,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
           signal,
           contentType: CONTENT_TYPE[compression],
           metadata: { 'planb-run-id': context.runId, 'planb-db-type': config.db.type, 'planb-dump-tool': facts.tool.version },
+          lateMetadata: () => ({ 'planb-sha256': stored.sha256() }),
           sizeHint: config.backup.expectedSize,
           log,
         }).catch((error: unknown) => {

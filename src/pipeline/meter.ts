@@ -5,7 +5,7 @@ import { Transform } from 'node:stream';
 export type Meter = {
   stream: Transform;
   bytes(): number;
-  // Hex SHA-256 of everything that passed; only valid once the stream has ended.
+  // Hex SHA-256 of everything that passed; '' before the stream has ended or without a hash.
   sha256(): string;
 };
 
@@ -13,16 +13,22 @@ export type Meter = {
 export function createMeter(options: { hash: boolean }): Meter {
   const hash = options.hash ? createHash('sha256') : undefined;
   let bytes = 0;
+  let digest = '';
   const stream = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       bytes += chunk.length;
       hash?.update(chunk);
       callback(null, chunk);
     },
+    // Before 'end' reaches the next stage, so a target may read sha256() once its body has ended.
+    flush(callback) {
+      digest = hash?.digest('hex') ?? '';
+      callback();
+    },
   });
   return {
     stream,
     bytes: () => bytes,
-    sha256: () => hash?.digest('hex') ?? '',
+    sha256: () => digest,
   };
 }

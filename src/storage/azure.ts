@@ -272,6 +272,16 @@ async function upload(container: ContainerClient, settings: AzureSettings, reque
         'other',
       ));
     },
+    // The body has ended and the commit is still to come: uploadStream hands this same metadata
+    // object to commitBlockList, so what only the end knows (the SHA-256) goes on the blob too.
+    flush(callback) {
+      try {
+        Object.assign(metadata, azureMetadata({ ...request.metadata, ...request.lateMetadata?.() }));
+        callback();
+      } catch (error) {
+        callback(asError(error));
+      }
+    },
   });
   feed.once('end', () => {
     bodyEnded = true;

@@ -9,8 +9,11 @@ export type UploadRequest = {
   body: Readable;
   signal: AbortSignal;
   contentType: string;
-  // Stored with the object (sha256 is known only at the end, so targets that can set it late do).
+  // Stored with the object.
   metadata: Readonly<Record<string, string>>;
+  // Metadata known only once `body` has ended (planb-sha256). A target that writes metadata when it
+  // commits (Azure's block list) adds it; S3, GCS and local fix metadata before the first byte.
+  lateMetadata?: () => Readonly<Record<string, string>>;
   // Expected stored size in bytes when known, to size parts; undefined when unknown.
   sizeHint: number | undefined;
   log: Logger;

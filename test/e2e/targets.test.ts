@@ -131,8 +131,10 @@ describe('the bundled job with each cloud target', () => {
       assert.equal(result.code, 0, result.stdout);
       assert.ok(!result.stdout.includes(azure.accountKey), 'the account key never appears in the logs');
       const object = storedObject(result);
-      const data = await azure.service.getContainerClient(BUCKET).getBlockBlobClient(object.key).downloadToBuffer();
+      const blob = azure.service.getContainerClient(BUCKET).getBlockBlobClient(object.key);
+      const data = await blob.downloadToBuffer();
       assert.equal(sha256(data), object.sha256);
+      assert.equal((await blob.getProperties()).metadata?.planb_sha256, object.sha256, 'the blob carries the SHA-256 the log reports');
       await assertRestores(pg, data, 'restored_azure');
     } finally {
       await azure.stop();

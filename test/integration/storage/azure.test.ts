@@ -289,6 +289,23 @@ describe('azure against azurite', { skip: azuriteMissing() }, () => {
     assert.deepEqual(properties.metadata, { planb_run_id: '20261122T043300Z-3f9a1c2e', planb_db_type: 'postgresql' });
   });
 
+  test('metadata known only at the end of the body (the SHA-256) is committed with the blob', async () => {
+    const data = patternBytes(2 * BLOCK + 777, 5);
+    let ended = false;
+    const source = body(data, { chunk: 100_000 });
+    source.once('end', () => {
+      ended = true;
+    });
+    const late = () => {
+      assert.ok(ended, 'asked only once the body has ended');
+      return { 'planb-sha256': sha256(data) };
+    };
+    await target.upload(request('db/late-metadata.dump.zst', source, { lateMetadata: late }));
+    const properties = await container.getBlockBlobClient('db/late-metadata.dump.zst').getProperties();
+    assert.equal(properties.metadata?.planb_sha256, sha256(data));
+    assert.equal(properties.metadata?.planb_run_id, '20261122T043300Z-3f9a1c2e');
+  });
+
   test('a body that fails after blocks were staged leaves no blob and rejects with the body error', async () => {
     const failure = new Error('pg_dump exited with code 1 mid-stream');
     const key = 'db/failed-mid-stream.dump';
