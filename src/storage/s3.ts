@@ -1,28 +1,32 @@
-// STORAGE_TYPE=s3: Amazon S3 and S3-compatible stores (MinIO, Cloudflare R2, Ceph, GCS interop) through
-// @aws-sdk/lib-storage's multipart Upload. A body that errors, or an abort before the object is
-// committed, stops the part uploads in flight and aborts the multipart upload, so nothing appears at the
-// key; the caller sees the body's error or the abort reason, and a failed cleanup only as a warning.
+// STORAGE_TYPE=s3: Amazon S3 and S3-compatible stores (MinIO, Cloudflare R2, Ceph, GCS interop): a body
+// that fits in one part is one PutObject, a longer one a multipart upload (putObject below). A body that
+// errors, or an abort before the object is committed, stops the part uploads in flight and aborts the
+// multipart upload, so nothing appears at the key; the caller sees the body's error or the abort reason,
+// and a failed cleanup only as a warning.
 //
-// Part sizing (planParts). S3 allows 10,000 parts of 5 MiB–5 GiB and objects up to 5 TiB; lib-storage
-// needs equal parts, chosen before the first byte. The upload's own memory is its part buffers,
-//   buffers ≈ partSize × (concurrency + 2.5)
-// (parts in flight, the part being filled, lib-storage's concat copy; FACTS.md). Measured with the bundled
-// job (test/bench/s3-upload.ts, 1 GiB, loaded 2-core machine): without part buffers (local target) it peaks
-// near 180 MiB; 8 MiB × 2 adds 15–25 MiB, 8 MiB × 4 adds 40–50 MiB. So:
-// - size unknown: 8 MiB × 2, buffers ≤ 36 MiB, objects up to 78.1 GiB (lib-storage's own 5 MiB fallback,
+// Part sizing (planParts). S3 allows 10,000 parts of 5 MiB–5 GiB and objects up to 5 TiB; parts are
+// equal, chosen before the first byte. The upload's own memory is its part buffers, allocated once and
+// reused (parts.ts):
+//   buffers = partSize × (concurrency + 1)
+// (parts in flight, the part being filled). @aws-sdk/lib-storage, used before, concatenated every part
+// into a fresh buffer, and the sent ones waited for the garbage collector: the job's peak grew with the
+// dump's length, 109 → 161 → 201 MiB for 0.1 GB, 10 GB, 50 GiB (BENCHMARKS.md, bar 3). Measured with the
+// bundled job: 8 MiB × 4 peaked ~25 MiB above 8 MiB × 2. So:
+// - size unknown: 8 MiB × 2, buffers 24 MiB, objects up to 78.1 GiB (lib-storage's own 5 MiB fallback,
 //   like rclone's, stops at 48.8 GiB);
 // - size known (BACKUP_EXPECTED_SIZE): part = max(8 MiB, 2 × size / 10,000) in whole MiB, so an estimate
-//   low by 2× still fits: 11 MiB for 50 GiB (buffers 50 MiB), 22 MiB for 107 GiB (99 MiB), and 525 MiB
-//   (2.3 GiB) from 2.5 TiB up to the 5 TiB limit.
+//   low by 2× still fits: 11 MiB for 50 GiB (buffers 33 MiB), 22 MiB for 107 GiB (66 MiB), and 525 MiB
+//   (1.5 GiB) from 2.5 TiB up to the 5 TiB limit.
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { PutObjectCommandInput, S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+import type { CompletedPart, PutObjectCommandInput, S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import type { NodeHttpHandler } from '@smithy/node-http-handler';
 import { bool, str } from 'envalid';
 import { count, size } from '../config-specs.ts';
 import { ConfigError, StorageError, type StorageFailure } from '../errors.ts';
 import { formatBytes } from '../units.ts';
 import { rootCause } from './failure.ts';
+import { cutParts } from './parts.ts';
 import type { CommonStorageSettings, StorageDriver } from './types.ts';
 
 const MiB = 1024 ** 2;
@@ -34,15 +38,15 @@ export const MAX_PARTS = 10_000;
 export const MIN_PART_SIZE = 5 * MiB;
 export const MAX_PART_SIZE = 5 * GiB;
 export const MAX_OBJECT_SIZE = 5 * TiB;
-// Unknown size: 8 MiB × 10,000 = 78.1 GiB, above the 50 GiB a default must reach, in 36 MiB of buffers.
+// Unknown size: 8 MiB × 10,000 = 78.1 GiB, above the 50 GiB a default must reach, in 24 MiB of buffers.
 export const DEFAULT_PART_SIZE = 8 * MiB;
 // Two uploaders overlap reading and uploading (one alone stops reading while it uploads); each more
 // costs a part of memory (measured: 8 MiB × 4 peaks ~25 MiB above 8 MiB × 2), for S3 latency only.
 export const DEFAULT_CONCURRENCY = 2;
 // A size estimate may be low by this factor and the dump still fits in 10,000 parts.
 export const SIZE_HINT_MARGIN = 2;
-// Part-sized buffers beyond those in flight: the part being filled and lib-storage's concat copy.
-export const EXTRA_PART_BUFFERS = 2.5;
+// Part-sized buffers beyond those in flight: the part being filled while they upload.
+export const EXTRA_PART_BUFFERS = 1;
 // Part sizes are whole MiB, for readable logs.
 const PART_ALIGNMENT = MiB;
 // A custom endpoint with no STORAGE_REGION: MinIO, Ceph and R2 accept any region and most expect this one.
@@ -227,14 +231,16 @@ function cancellableHandler(sdk: Sdk, cancel: AbortSignal): S3ClientConfig['requ
 
 // The SDK, loaded only when an S3 upload runs: the job then does not carry it in memory otherwise.
 async function loadSdk() {
-  const [{ S3Client }, { Upload }, { NodeHttpHandler }] = await Promise.all([
-    import('@aws-sdk/client-s3'),
-    import('@aws-sdk/lib-storage'),
-    import('@smithy/node-http-handler'),
-  ]);
-  return { S3Client, Upload, NodeHttpHandler };
+  const [s3Sdk, { NodeHttpHandler }] = await Promise.all([import('@aws-sdk/client-s3'), import('@smithy/node-http-handler')]);
+  const { S3Client, PutObjectCommand, CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand } = s3Sdk;
+  return { S3Client, PutObjectCommand, CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand, NodeHttpHandler };
 }
 type Sdk = Awaited<ReturnType<typeof loadSdk>>;
+
+// The checksum every part carries: CRC32 on AWS, none on a custom endpoint (see createClient).
+function partChecksum(options: S3Options): 'CRC32' | undefined {
+  return options.endpoint === undefined ? 'CRC32' : undefined;
+}
 
 function createClient(sdk: Sdk, options: S3Options, cancel: AbortSignal): S3Client {
   const custom = options.endpoint !== undefined;
@@ -247,8 +253,8 @@ function createClient(sdk: Sdk, options: S3Options, cancel: AbortSignal): S3Clie
     // On AWS a wrong or missing bucket region is corrected from S3's redirect instead of failing.
     followRegionRedirects: !custom,
     // AWS checks a CRC32 per part; many S3-compatible stores reject the newer checksum headers.
-    requestChecksumCalculation: custom ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
-    responseChecksumValidation: custom ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
+    requestChecksumCalculation: partChecksum(options) === undefined ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
+    responseChecksumValidation: partChecksum(options) === undefined ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
     requestHandler: cancellableHandler(sdk, cancel),
   });
 }
@@ -289,6 +295,66 @@ function observe(client: S3Client, state: UploadState, describe: (error: unknown
     },
     { step: 'initialize', name: 'planbUploadObserver' },
   );
+}
+
+// What the object's requests carry besides the body: the creating request (PutObject or
+// CreateMultipartUpload) all of it, and the commit (PutObject or CompleteMultipartUpload) `ifNoneMatch`.
+type ObjectParams = { object: Omit<PutObjectCommandInput, 'Body' | 'IfNoneMatch'> & { Bucket: string; Key: string }; ifNoneMatch: '*' | undefined };
+
+// Stores `body` at the key: one PutObject when it fits in one part, else a multipart upload of
+// `plan.partSize` parts, `plan.concurrency` in flight, committed only after the body ended cleanly.
+// Parts are cut into concurrency + 1 reused buffers (parts.ts). On any failure it waits for the parts
+// in flight, aborts the multipart upload (observe() records a failed abort) and rejects with what stopped it.
+async function putObject(sdk: Sdk, client: S3Client, params: ObjectParams, body: AsyncIterable<Buffer>, plan: PartPlan, checksum: 'CRC32' | undefined): Promise<void> {
+  const { object, ifNoneMatch } = params;
+  const { Bucket, Key } = object;
+  const commit = ifNoneMatch === undefined ? {} : { IfNoneMatch: ifNoneMatch };
+  const inFlight = new Set<Promise<void>>();
+  const completed: CompletedPart[] = [];
+  let partFailure: { error: unknown } | undefined;
+  let uploadId: string | undefined;
+  try {
+    for await (const part of cutParts(body, plan.partSize, plan.concurrency + EXTRA_PART_BUFFERS)) {
+      if (part.number === 1 && part.last) {
+        try {
+          await client.send(new sdk.PutObjectCommand({ ...object, ...commit, Body: part.data }));
+        } finally {
+          part.release();
+        }
+        return;
+      }
+      uploadId ??= (await client.send(new sdk.CreateMultipartUploadCommand({ ...object, ...(checksum && { ChecksumAlgorithm: checksum }) }))).UploadId;
+      while (inFlight.size >= plan.concurrency && partFailure === undefined) await Promise.race(inFlight);
+      if (partFailure !== undefined) throw partFailure.error;
+      const request = { Bucket, Key, UploadId: uploadId, PartNumber: part.number, Body: part.data, ...(checksum && { ChecksumAlgorithm: checksum }) };
+      const sending: Promise<void> = client
+        .send(new sdk.UploadPartCommand(request))
+        .then(
+          ({ ETag, ChecksumCRC32 }) => {
+            if (ETag === undefined) throw new Error(`S3 answered part ${part.number} without an ETag`);
+            completed.push({ PartNumber: part.number, ETag, ...(ChecksumCRC32 !== undefined && { ChecksumCRC32 }) });
+          },
+        )
+        .catch((error: unknown) => {
+          partFailure ??= { error };
+        })
+        .finally(() => {
+          part.release();
+          inFlight.delete(sending);
+        });
+      inFlight.add(sending);
+    }
+    await Promise.all(inFlight);
+    if (partFailure !== undefined) throw partFailure.error;
+    completed.sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0));
+    await client.send(new sdk.CompleteMultipartUploadCommand({ Bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: completed }, ...commit }));
+  } catch (error) {
+    await Promise.allSettled(inFlight);
+    if (uploadId !== undefined) {
+      await client.send(new sdk.AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId })).catch(() => undefined); // observe() keeps it for a warning
+    }
+    throw error;
+  }
 }
 
 // Waits for `settled`, but once `stopped` resolves, for at most `graceMs` more.
@@ -358,27 +424,26 @@ export const s3 = {
           new StorageError(`s3 upload to ${where} failed: ${describeFailure(error, operation, options.ifNoneMatch)}`, s3FailureKind(error), { cause: error });
         observe(client, state, describe, stop);
 
-        const params: PutObjectCommandInput = {
-          Bucket: options.bucket,
-          Key: key,
-          Body: feed,
-          ContentType: contentType,
-          Metadata: { ...metadata },
-          ...(options.sse !== undefined && { ServerSideEncryption: options.sse }),
-          ...(options.kmsKeyId !== undefined && { SSEKMSKeyId: options.kmsKeyId }),
-          ...(options.storageClass !== undefined && { StorageClass: options.storageClass as PutObjectCommandInput['StorageClass'] }),
-          // lib-storage passes it to the single PutObject and to CompleteMultipartUpload: S3 answers 412.
-          ...(options.ifNoneMatch && { IfNoneMatch: '*' }),
+        const params: ObjectParams = {
+          object: {
+            Bucket: options.bucket,
+            Key: key,
+            ContentType: contentType,
+            Metadata: { ...metadata },
+            ...(options.sse !== undefined && { ServerSideEncryption: options.sse }),
+            ...(options.kmsKeyId !== undefined && { SSEKMSKeyId: options.kmsKeyId }),
+            ...(options.storageClass !== undefined && { StorageClass: options.storageClass as PutObjectCommandInput['StorageClass'] }),
+          },
+          // On the commit: S3 answers 412 instead of replacing an object.
+          ifNoneMatch: options.ifNoneMatch ? '*' : undefined,
         };
-        // No abortController: lib-storage would answer an abort at once while parts and the commit go on.
-        const upload = new sdk.Upload({ client, params, partSize: plan.partSize, queueSize: plan.concurrency, leavePartsOnError: false });
 
         // An abort before the commit stops everything. Once the commit is sent, S3 may already have stored
         // the object: its answer decides, if it comes within the grace period.
         const onAbort = () => (state.committing ? state.stopped.resolve() : stop(signal.reason));
         signal.addEventListener('abort', onAbort, { once: true });
-        // Started before data flows and awaited together with the body (aws-sdk-js-v3#3907).
-        const uploading = upload.done();
+        // Started before data flows and awaited together with the body: neither may fail unobserved.
+        const uploading = putObject(sdk, client, params, feed, plan, partChecksum(options));
         const feeding = pipeline(body, feed, { signal }).catch((error: unknown) => {
           stop(error);
           throw error;
@@ -400,7 +465,7 @@ export const s3 = {
             'could not abort the multipart upload; its parts stay stored (and billed) until a lifecycle rule (AbortIncompleteMultipartUpload) removes them',
           );
         }
-        // lib-storage commits only after the feed ended cleanly, so a committed object holds the whole body.
+        // putObject commits only after the feed ended cleanly, so a committed object holds the whole body.
         if (done.status === 'fulfilled') return { url: where };
         if (state.storageFailure !== undefined && !signal.aborted) throw state.storageFailure;
         const error: unknown = done.reason ?? (fed.status === 'rejected' ? fed.reason : undefined);

@@ -100,7 +100,7 @@ describe('memory of the job', () => {
     assert.ok(result.peakRss <= CEILING, `peak ${mib(result.peakRss)} is over the ${mib(CEILING)} ceiling`);
   });
 
-  // Uncompressed (not a default), so that lib-storage cuts and holds every byte: ~130 parts of 8 MiB.
+  // Uncompressed (not a default), so that the S3 target cuts and holds every byte: ~130 parts of 8 MiB.
   // It peaks at 187–209 MiB here (BENCHMARKS.md), so the ceiling is the one for any setting.
   test('a 1 GiB uncompressed upload to S3 at default part sizes peaks under 256 MiB', async (t) => {
     if (!(STORAGE_TYPES as readonly string[]).includes('s3')) {

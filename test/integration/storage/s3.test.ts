@@ -133,14 +133,14 @@ describe('s3 part sizing', () => {
   for (let exponent = 10; exponent <= 42; exponent += 1) sizes.push(2 ** exponent - 1, 2 ** exponent, 2 ** exponent + 12_345);
   for (let n = 1; n <= 200; n += 1) sizes.push(Math.round((MAX_OBJECT_SIZE * ((n * 7919) % 1000)) / 1000) + n);
 
-  test('with no size hint, parts are 8 MiB, two at once, holding 78 GiB in 36 MiB of buffers', () => {
+  test('with no size hint, parts are 8 MiB, two at once, holding 78 GiB in 24 MiB of buffers', () => {
     const plan = planParts(undefined);
     assert.equal(plan.partSize, DEFAULT_PART_SIZE);
     assert.equal(plan.concurrency, DEFAULT_CONCURRENCY);
     assert.equal(plan.concurrency, 2);
     assert.ok(plan.capacity >= 50 * GiB, 'an unknown-size dump of 50 GiB fits');
     assert.equal(plan.capacity, 8 * MiB * MAX_PARTS);
-    assert.equal(plan.bufferBytes, 36 * MiB);
+    assert.equal(plan.bufferBytes, 24 * MiB);
   });
 
   test('for every size hint up to 5 TiB, the dump fits in 10,000 parts of 5 MiB to 5 GiB', () => {
@@ -161,17 +161,17 @@ describe('s3 part sizing', () => {
     assert.deepEqual(planParts(10 * TiB), plan);
   });
 
-  test('part buffers stay at the default 36 MiB up to a 39 GiB hint, within 50 MiB up to 50 GiB and within 100 MiB up to 107 GiB', () => {
+  test('part buffers stay at the default 24 MiB up to a 39 GiB hint, within 33 MiB up to 50 GiB and within 66 MiB up to 107 GiB', () => {
     const buffers = (size: number) => planParts(size).bufferBytes;
     const upTo = (limit: number) => [...sizes, 20 * GiB, 39 * GiB, 45 * GiB, 60 * GiB, 75 * GiB, 100 * GiB].filter((s) => s <= limit);
-    for (const size of upTo(39 * GiB)) assert.equal(buffers(size), 36 * MiB, `${size} bytes`);
-    for (const size of upTo(50 * GiB)) assert.ok(buffers(size) <= 50 * MiB, `${size} bytes: ${buffers(size) / MiB} MiB`);
-    for (const size of upTo(107 * GiB)) assert.ok(buffers(size) <= 100 * MiB, `${size} bytes: ${buffers(size) / MiB} MiB`);
-    assert.ok(buffers(40 * GiB) > 36 * MiB && buffers(108 * GiB) > 100 * MiB, 'the documented limits are the real ones');
+    for (const size of upTo(39 * GiB)) assert.equal(buffers(size), 24 * MiB, `${size} bytes`);
+    for (const size of upTo(50 * GiB)) assert.ok(buffers(size) <= 33 * MiB, `${size} bytes: ${buffers(size) / MiB} MiB`);
+    for (const size of upTo(107 * GiB)) assert.ok(buffers(size) <= 66 * MiB, `${size} bytes: ${buffers(size) / MiB} MiB`);
+    assert.ok(buffers(40 * GiB) > 24 * MiB && buffers(108 * GiB) > 66 * MiB, 'the documented limits are the real ones');
   });
 
   test('a 50 GiB hint gets 11 MiB parts, two at once', () => {
-    assert.deepEqual(planParts(50 * GiB), { partSize: 11 * MiB, concurrency: 2, capacity: 11 * MiB * MAX_PARTS, bufferBytes: 11 * MiB * 4.5 });
+    assert.deepEqual(planParts(50 * GiB), { partSize: 11 * MiB, concurrency: 2, capacity: 11 * MiB * MAX_PARTS, bufferBytes: 11 * MiB * 3 });
   });
 
   test('an explicit part size and concurrency are used as given when the hint fits', () => {

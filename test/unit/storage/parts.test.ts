@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { test } from 'node:test';
+import { cutParts, type Part } from '../../../src/storage/parts.ts';
+
+// Chunks of these sizes whose bytes count up (mod 256) across the whole stream.
+function bytes(sizes: number[]): Buffer[] {
+  let next = 0;
+  return sizes.map((size) => Buffer.from(Array.from({ length: size }, () => next++ & 0xff)));
+}
+
+function chunks(sizes: number[]): AsyncIterable<Buffer> {
+  return Readable.from(bytes(sizes));
+}
+
+// Collects every part's bytes, releasing each one at once.
+async function cut(sizes: number[], partSize: number): Promise<{ number: number; bytes: Buffer; last: boolean }[]> {
+  const parts = [];
+  for await (const part of cutParts(chunks(sizes), partSize, 2)) {
+    parts.push({ number: part.number, bytes: Buffer.from(part.data), last: part.last });
+    part.release();
+  }
+  return parts;
+}
+
+test('a stream is cut into equal parts numbered from 1, and only the shorter end is last', async () => {
+  const parts = await cut([3, 7, 1, 4], 4);
+  assert.deepEqual(parts.map((p) => [p.number, p.bytes.length, p.last]), [[1, 4, false], [2, 4, false], [3, 4, false], [4, 3, true]]);
+  assert.deepEqual(Buffer.concat(parts.map((p) => p.bytes)), Buffer.concat(bytes([3, 7, 1, 4])));
+});
+
+test('a body of exactly one part is a single last part, so it can be one PutObject', async () => {
+  assert.deepEqual((await cut([2, 2], 4)).map((p) => [p.number, p.bytes.length, p.last]), [[1, 4, true]]);
+});
+
+test('an empty body is one empty last part', async () => {
+  assert.deepEqual((await cut([], 4)).map((p) => [p.number, p.bytes.length, p.last]), [[1, 0, true]]);
+});
+
+test('parts reuse the same buffers, and the next part waits while all of them are held', async () => {
+  const parts = cutParts(chunks([4, 4, 4, 4, 1]), 4, 2);
+  const first = (await parts.next()).value as Part;
+  const second = (await parts.next()).value as Part;
+  let arrived = false;
+  const waiting = parts.next().then((result) => {
+    arrived = true;
+    return result.value as Part;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(arrived, false, 'no third buffer while two parts are held');
+  first.release();
+  const third = await waiting;
+  assert.equal(third.data.buffer, first.data.buffer, 'the released buffer is reused');
+  assert.equal(third.data[0], 8);
+  second.release();
+  third.release();
+});
