@@ -114,6 +114,7 @@ const env = {
   STORAGE_CLASS: str({ default: undefined, desc: 'storage class, e.g. STANDARD_IA; default: the bucket default' }),
   STORAGE_PART_SIZE: size({ default: undefined, desc: 'multipart part size; default: from BACKUP_EXPECTED_SIZE, else 8MiB' }),
   STORAGE_CONCURRENCY: count({ default: undefined, desc: 'parts uploaded at once; default: 2' }),
+  STORAGE_S3_CHECKSUM: str({ choices: ['crc32', 'none'], default: undefined, desc: 'a CRC32 on every part that the store verifies; default: crc32 on AWS, none with STORAGE_ENDPOINT' }),
 };
 
 // Everything an S3 target needs, validated.
@@ -129,6 +130,8 @@ export type S3Options = {
   ifNoneMatch: boolean;
   partSize: number | undefined;
   concurrency: number | undefined;
+  // The checksum every part and the commit carry, which the store verifies; undefined: none.
+  checksum: 'CRC32' | undefined;
 };
 
 // Checks the combinations envalid cannot; throws a ConfigError naming every problem.
@@ -168,6 +171,8 @@ export function s3Options(common: CommonStorageSettings, settings: Record<string
     ifNoneMatch: (settings.STORAGE_S3_IF_NONE_MATCH as boolean | undefined) ?? true,
     partSize,
     concurrency,
+    // Many S3-compatible stores reject the newer checksum headers, so only AWS gets them by default.
+    checksum: (text('STORAGE_S3_CHECKSUM') ?? (common.endpoint === undefined ? 'crc32' : 'none')) === 'crc32' ? 'CRC32' : undefined,
   };
 }
 
@@ -237,11 +242,6 @@ async function loadSdk() {
 }
 type Sdk = Awaited<ReturnType<typeof loadSdk>>;
 
-// The checksum every part carries: CRC32 on AWS, none on a custom endpoint (see createClient).
-function partChecksum(options: S3Options): 'CRC32' | undefined {
-  return options.endpoint === undefined ? 'CRC32' : undefined;
-}
-
 function createClient(sdk: Sdk, options: S3Options, cancel: AbortSignal): S3Client {
   const custom = options.endpoint !== undefined;
   return new sdk.S3Client({
@@ -252,9 +252,9 @@ function createClient(sdk: Sdk, options: S3Options, cancel: AbortSignal): S3Clie
     ...(options.credentials && { credentials: options.credentials }),
     // On AWS a wrong or missing bucket region is corrected from S3's redirect instead of failing.
     followRegionRedirects: !custom,
-    // AWS checks a CRC32 per part; many S3-compatible stores reject the newer checksum headers.
-    requestChecksumCalculation: partChecksum(options) === undefined ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
-    responseChecksumValidation: partChecksum(options) === undefined ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
+    // With a checksum the SDK computes it for every part and checks the ones S3 returns.
+    requestChecksumCalculation: options.checksum === undefined ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
+    responseChecksumValidation: options.checksum === undefined ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
     requestHandler: cancellableHandler(sdk, cancel),
   });
 }
@@ -443,7 +443,7 @@ export const s3 = {
         const onAbort = () => (state.committing ? state.stopped.resolve() : stop(signal.reason));
         signal.addEventListener('abort', onAbort, { once: true });
         // Started before data flows and awaited together with the body: neither may fail unobserved.
-        const uploading = putObject(sdk, client, params, feed, plan, partChecksum(options));
+        const uploading = putObject(sdk, client, params, feed, plan, options.checksum);
         const feeding = pipeline(body, feed, { signal }).catch((error: unknown) => {
           stop(error);
           throw error;

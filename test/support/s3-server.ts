@@ -3,6 +3,9 @@
 // - makes s3rver as strict as AWS where it is not: `If-None-Match: *` on PutObject and
 //   CompleteMultipartUpload answers 412 when the key exists (s3rver ignores the header and overwrites);
 // - can answer AbortMultipartUpload the way AWS does (s3rver itself answers 405 and keeps the parts);
+// - checks CRC32 checksums the way AWS does (s3rver ignores them): a body whose x-amz-checksum-crc32
+//   does not match is refused with 400 BadDigest and a matching one is echoed in the answer; the commit of
+//   a multipart upload created with x-amz-checksum-algorithm must list every part's ChecksumCRC32;
 // - injects faults for chosen requests: an S3 error (403, 503, …) or a request that never gets an answer;
 // - records every request, so a test can say what was (not) sent.
 // Nothing here listens beyond 127.0.0.1.
@@ -12,8 +15,10 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buffer } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
 import type { TestContext } from 'node:test';
+import { crc32 } from 'node:zlib';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 
 const HOST = '127.0.0.1' as const;
@@ -122,7 +127,12 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Te
       configureBuckets: (options.buckets ?? []).map((name) => ({ name })),
     });
     const direct = await s3rver.run();
-    const state = { faults: [] as (Fault & { used: number })[], requests: [] as RecordedRequest[], stalled: new Set<ServerResponse>() };
+    const state = {
+      faults: [] as (Fault & { used: number })[],
+      requests: [] as RecordedRequest[],
+      stalled: new Set<ServerResponse>(),
+      checksummed: new Map<string, Map<number, string>>(),
+    };
     const backend = s3rver;
     front = createServer((req, res) => {
       handle(req, res, { state, backendPort: direct.port, s3rver: backend, implementAbort: options.implementAbort ?? false }).catch((error: unknown) => {
@@ -177,7 +187,8 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Te
 }
 
 type FrontContext = {
-  state: { faults: (Fault & { used: number })[]; requests: RecordedRequest[]; stalled: Set<ServerResponse> };
+  // Keys of multipart uploads created with a CRC32 checksum → the checksum of each part received.
+  state: { faults: (Fault & { used: number })[]; requests: RecordedRequest[]; stalled: Set<ServerResponse>; checksummed: Map<string, Map<number, string>> };
   backendPort: number;
   s3rver: S3rverInstance;
   implementAbort: boolean;
@@ -237,7 +248,51 @@ async function handle(req: IncomingMessage, res: ServerResponse, context: FrontC
     return;
   }
 
+  const path = `${recorded.bucket}/${key}`;
+  if (recorded.operation === 'CreateMultipartUpload' && req.headers['x-amz-checksum-algorithm'] !== undefined) {
+    if (req.headers['x-amz-checksum-algorithm'] !== 'CRC32') {
+      sendError(res, 400, 'InvalidRequest', 'this test front checks only CRC32');
+      return;
+    }
+    context.state.checksummed.set(path, new Map());
+  }
+  const claimed = req.headers['x-amz-checksum-crc32'];
+  if ((recorded.operation === 'UploadPart' || recorded.operation === 'PutObject') && typeof claimed === 'string') {
+    const data = await buffer(req);
+    const actual = crc32Base64(data);
+    if (actual !== claimed) {
+      sendError(res, 400, 'BadDigest', `The CRC32 you specified did not match the calculated checksum (${actual}).`);
+      return;
+    }
+    context.state.checksummed.get(path)?.set(Number(url.searchParams.get('partNumber')), actual);
+    await forward(req, res, context.backendPort, { body: data, answerHeaders: { 'x-amz-checksum-crc32': actual } });
+    return;
+  }
+  const parts = context.state.checksummed.get(path);
+  if (recorded.operation === 'CompleteMultipartUpload' && parts !== undefined) {
+    const data = await buffer(req);
+    const listed = [...data.toString('utf8').matchAll(/<Part>(.*?)<\/Part>/gs)].map(([, part = '']) => ({
+      number: Number(/<PartNumber>(\d+)<\/PartNumber>/.exec(part)?.[1]),
+      checksum: /<ChecksumCRC32>([^<]*)<\/ChecksumCRC32>/.exec(part)?.[1],
+    }));
+    const wrong = listed.find((part) => part.checksum === undefined || part.checksum !== parts.get(part.number));
+    if (wrong !== undefined) {
+      sendError(res, 400, 'InvalidPart', `part ${wrong.number} is listed without the CRC32 it was uploaded with`);
+      return;
+    }
+    context.state.checksummed.delete(path);
+    await forward(req, res, context.backendPort, { body: data, answerHeaders: {} });
+    return;
+  }
+
   await forward(req, res, context.backendPort);
+}
+
+// A CRC32 as S3 writes it: the four big-endian bytes, base64.
+function crc32Base64(data: Buffer): string {
+  const bytes = Buffer.alloc(4);
+  bytes.writeUInt32BE(crc32(data));
+  return bytes.toString('base64');
 }
 
 function operationOf(method: string, key: string, query: URLSearchParams): S3Operation {
@@ -254,7 +309,8 @@ function operationOf(method: string, key: string, query: URLSearchParams): S3Ope
   return 'Other';
 }
 
-async function forward(req: IncomingMessage, res: ServerResponse, port: number): Promise<void> {
+// Passes the request on to s3rver; `read` when the front already consumed the body (to check it).
+async function forward(req: IncomingMessage, res: ServerResponse, port: number, read?: { body: Buffer; answerHeaders: Record<string, string> }): Promise<void> {
   const upstream = httpRequest({ host: HOST, port, method: req.method, path: req.url, headers: req.headers });
   const answered = new Promise<IncomingMessage>((resolve, reject) => {
     upstream.once('response', resolve);
@@ -262,9 +318,10 @@ async function forward(req: IncomingMessage, res: ServerResponse, port: number):
   });
   // s3rver may answer (an error) before it read the whole body: the answer, not the upload, decides.
   // A body that breaks off (the client cancelled) destroys `upstream`, which rejects `answered`.
-  void pipeline(req, upstream).catch(() => undefined);
+  if (read === undefined) void pipeline(req, upstream).catch(() => undefined);
+  else upstream.end(read.body);
   const answer = await answered;
-  res.writeHead(answer.statusCode ?? 502, answer.headers);
+  res.writeHead(answer.statusCode ?? 502, { ...answer.headers, ...((answer.statusCode ?? 0) < 300 && read?.answerHeaders) });
   await pipeline(answer, res);
 }
 

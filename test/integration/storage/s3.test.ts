@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjectCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { cleanEnv } from 'envalid';
 import { pino, type Logger } from 'pino';
 import { loadConfig } from '../../../src/config.ts';
@@ -209,6 +209,14 @@ describe('s3 settings', () => {
     assert.equal(options.ifNoneMatch, true);
   });
 
+  test('parts carry a CRC32 on AWS; with a custom endpoint only when STORAGE_S3_CHECKSUM=crc32', () => {
+    assert.equal(s3Options(common, settingsFrom({})).checksum, 'CRC32');
+    assert.equal(s3Options(common, settingsFrom({ STORAGE_S3_CHECKSUM: 'none' })).checksum, undefined);
+    const custom = { ...common, endpoint: 'http://minio:9000' };
+    assert.equal(s3Options(custom, settingsFrom({})).checksum, undefined);
+    assert.equal(s3Options(custom, settingsFrom({ STORAGE_S3_CHECKSUM: 'crc32' })).checksum, 'CRC32');
+  });
+
   test('half a key pair, a session token alone, a KMS key without aws:kms and a part size outside 5 MiB–5 GiB are refused together', () => {
     assert.throws(
       () =>
@@ -306,6 +314,34 @@ describe('s3 against s3rver', () => {
     const sent = server.requests.filter((r) => r.key === 'round/trip.bin');
     assert.deepEqual(sent.map((r) => r.operation), ['CreateMultipartUpload', 'UploadPart', 'UploadPart', 'UploadPart', 'UploadPart', 'CompleteMultipartUpload']);
     assert.equal(sent.at(-1)?.headers['if-none-match'], '*', 'the commit refuses to replace an object');
+  });
+
+  test('with CRC32 checksums (the AWS default) every part carries its checksum and the commit lists them all', async (t) => {
+    if (!requireS3rver(t)) return;
+    const data = patternBytes(2 * PART + 4_321, 17);
+    await openTarget(server, { STORAGE_S3_CHECKSUM: 'crc32' }).upload(request('checksum/parts.bin', body(data)));
+    assert.equal(sha256((await server.read(BUCKET, 'checksum/parts.bin')) ?? Buffer.alloc(0)), sha256(data));
+    // The front answers 400 to a part whose CRC32 does not match and to a commit that omits one.
+    const sent = server.requests.filter((r) => r.key === 'checksum/parts.bin');
+    assert.deepEqual(sent.map((r) => [r.operation, r.status]), [
+      ['CreateMultipartUpload', 200], ['UploadPart', 200], ['UploadPart', 200], ['UploadPart', 200], ['CompleteMultipartUpload', 200],
+    ]);
+    assert.equal(sent[0]?.headers['x-amz-checksum-algorithm'], 'CRC32');
+    for (const part of sent.filter((r) => r.operation === 'UploadPart')) assert.match(String(part.headers['x-amz-checksum-crc32']), /^[A-Za-z0-9+/]{6}==$/);
+  });
+
+  test('the front, like AWS, refuses a checksummed upload whose commit omits the part checksums', async (t) => {
+    if (!requireS3rver(t)) return;
+    const client = new S3Client({ endpoint: server.endpoint, region: server.region, forcePathStyle: true, credentials: server.credentials, requestChecksumCalculation: 'WHEN_SUPPORTED' });
+    t.after(() => client.destroy());
+    const where = { Bucket: BUCKET, Key: 'checksum/omitted.bin' };
+    const { UploadId } = await client.send(new CreateMultipartUploadCommand({ ...where, ChecksumAlgorithm: 'CRC32' }));
+    const { ETag } = await client.send(new UploadPartCommand({ ...where, UploadId, PartNumber: 1, Body: patternBytes(1000, 3), ChecksumAlgorithm: 'CRC32' }));
+    await assert.rejects(
+      client.send(new CompleteMultipartUploadCommand({ ...where, UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag }] } })),
+      (error: Error) => error.name === 'InvalidPart',
+    );
+    assert.equal(await server.read(BUCKET, 'checksum/omitted.bin'), undefined);
   });
 
   test('a body of one small chunk is a single PutObject that refuses to overwrite', async (t) => {
