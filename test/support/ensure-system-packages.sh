@@ -5,13 +5,16 @@
 # or 1 when CI is set (a skipped test must not pass CI).
 set -euo pipefail
 
-# command:package — every command the tests run, and the Debian package that ships it.
+# command:package — every command the tests run, and the Debian package that ships it; arguments add
+# more (`npm run bench` adds the peers it compares with: /usr/bin/aws:awscli rclone:rclone). A command
+# given as an absolute path must be that file, not one of the same name elsewhere on PATH.
 readonly NEEDED=(
   initdb:postgresql postgres:postgresql pg_ctl:postgresql pg_dump:postgresql pg_restore:postgresql psql:postgresql
   mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client mariadb-dump:mariadb-client
   redis-server:redis-server redis-cli:redis-tools
   sqlite3:sqlite3 zstd:zstd pigz:pigz
   setpriv:util-linux
+  "$@"
 )
 # Where Debian puts commands that are not on every PATH: daemons in sbin, PostgreSQL's per-major tools.
 readonly EXTRA_DIRS=(/usr/local/sbin /usr/sbin /sbin)
@@ -23,6 +26,7 @@ readonly POLICY_MARKER='# written by planb test/support/ensure-system-packages.s
 
 have() {
   local name=$1 dir
+  [[ $name == /* ]] && { [[ -x $name && -f $name ]]; return; }
   command -v "$name" >/dev/null 2>&1 && return 0
   for dir in "${EXTRA_DIRS[@]}" "$POSTGRES_LIB"/*/bin; do
     [[ -x "$dir/$name" && -f "$dir/$name" ]] && return 0
