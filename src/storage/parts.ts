@@ -6,18 +6,26 @@
 // One part: `data` is valid until `release()`, which gives its buffer back for a later part.
 export type Part = { number: number; data: Buffer; last: boolean; release(): void };
 
+// What a cut cost, filled in while it runs: the part buffers it ever allocated (never more than
+// `buffers`, whatever the length of the stream) and the parts it yielded.
+export type CutStats = { buffersAllocated: number; parts: number };
+
 // Yields parts of exactly `partSize` bytes (the last one may be shorter, and is the only one marked
 // `last`; an empty stream yields one empty last part). At most `buffers` parts are held at once: when
-// all are unreleased, the next part waits for a release.
-export async function* cutParts(body: AsyncIterable<Buffer>, partSize: number, buffers: number): AsyncGenerator<Part> {
+// all are unreleased, the next part waits for a release. `stats`, when given, is kept up to date.
+export async function* cutParts(
+  body: AsyncIterable<Buffer>,
+  partSize: number,
+  buffers: number,
+  stats: CutStats = { buffersAllocated: 0, parts: 0 },
+): AsyncGenerator<Part> {
   const free: Buffer[] = [];
-  let allocated = 0;
   let released: (() => void) | undefined;
   const take = async (): Promise<Buffer> => {
-    while (free.length === 0 && allocated >= buffers) await new Promise<void>((resolve) => (released = resolve));
+    while (free.length === 0 && stats.buffersAllocated >= buffers) await new Promise<void>((resolve) => (released = resolve));
     const reused = free.pop();
     if (reused) return reused;
-    allocated += 1;
+    stats.buffersAllocated += 1;
     // Outside Node's shared pool, and left uninitialised: its pages cost memory only once written.
     return Buffer.allocUnsafeSlow(partSize);
   };
@@ -28,6 +36,7 @@ export async function* cutParts(body: AsyncIterable<Buffer>, partSize: number, b
     const buffer = current;
     let done = false;
     number += 1;
+    stats.parts = number;
     return {
       number,
       data: buffer.subarray(0, filled),

@@ -26,7 +26,7 @@ import { count, size } from '../config-specs.ts';
 import { ConfigError, StorageError, type StorageFailure } from '../errors.ts';
 import { formatBytes } from '../units.ts';
 import { rootCause } from './failure.ts';
-import { cutParts } from './parts.ts';
+import { cutParts, type CutStats } from './parts.ts';
 import type { CommonStorageSettings, StorageDriver } from './types.ts';
 
 const MiB = 1024 ** 2;
@@ -305,7 +305,8 @@ type ObjectParams = { object: Omit<PutObjectCommandInput, 'Body' | 'IfNoneMatch'
 // `plan.partSize` parts, `plan.concurrency` in flight, committed only after the body ended cleanly.
 // Parts are cut into concurrency + 1 reused buffers (parts.ts). On any failure it waits for the parts
 // in flight, aborts the multipart upload (observe() records a failed abort) and rejects with what stopped it.
-async function putObject(sdk: Sdk, client: S3Client, params: ObjectParams, body: AsyncIterable<Buffer>, plan: PartPlan, checksum: 'CRC32' | undefined): Promise<void> {
+// Resolves with what the cut cost (parts sent, part buffers allocated).
+async function putObject(sdk: Sdk, client: S3Client, params: ObjectParams, body: AsyncIterable<Buffer>, plan: PartPlan, checksum: 'CRC32' | undefined): Promise<CutStats> {
   const { object, ifNoneMatch } = params;
   const { Bucket, Key } = object;
   const commit = ifNoneMatch === undefined ? {} : { IfNoneMatch: ifNoneMatch };
@@ -313,15 +314,16 @@ async function putObject(sdk: Sdk, client: S3Client, params: ObjectParams, body:
   const completed: CompletedPart[] = [];
   let partFailure: { error: unknown } | undefined;
   let uploadId: string | undefined;
+  const stats: CutStats = { buffersAllocated: 0, parts: 0 };
   try {
-    for await (const part of cutParts(body, plan.partSize, plan.concurrency + EXTRA_PART_BUFFERS)) {
+    for await (const part of cutParts(body, plan.partSize, plan.concurrency + EXTRA_PART_BUFFERS, stats)) {
       if (part.number === 1 && part.last) {
         try {
           await client.send(new sdk.PutObjectCommand({ ...object, ...commit, Body: part.data }));
         } finally {
           part.release();
         }
-        return;
+        return stats;
       }
       uploadId ??= (await client.send(new sdk.CreateMultipartUploadCommand({ ...object, ...(checksum && { ChecksumAlgorithm: checksum }) }))).UploadId;
       while (inFlight.size >= plan.concurrency && partFailure === undefined) await Promise.race(inFlight);
@@ -348,6 +350,7 @@ async function putObject(sdk: Sdk, client: S3Client, params: ObjectParams, body:
     if (partFailure !== undefined) throw partFailure.error;
     completed.sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0));
     await client.send(new sdk.CompleteMultipartUploadCommand({ Bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: completed }, ...commit }));
+    return stats;
   } catch (error) {
     await Promise.allSettled(inFlight);
     if (uploadId !== undefined) {
@@ -466,7 +469,10 @@ export const s3 = {
           );
         }
         // putObject commits only after the feed ended cleanly, so a committed object holds the whole body.
-        if (done.status === 'fulfilled') return { url: where };
+        if (done.status === 'fulfilled') {
+          log.debug({ parts: done.value.parts, partBuffers: done.value.buffersAllocated }, `s3 upload to ${where}: ${done.value.parts} parts through ${done.value.buffersAllocated} part buffers`);
+          return { url: where };
+        }
         if (state.storageFailure !== undefined && !signal.aborted) throw state.storageFailure;
         const error: unknown = done.reason ?? (fed.status === 'rejected' ? fed.reason : undefined);
         throw rootCause(error, body, signal, `s3 upload to ${where} failed`, s3FailureKind(error));

@@ -186,7 +186,8 @@ describe('a dump through the bundled job', () => {
       },
     });
     assert.equal(result.code, EXIT_CODES.SIGTERM.code);
-    assert.ok(Date.now() - sentAt < 5_000, 'exits within seconds');
+    // A few hundred ms when it works; below the 8 s forced exit, so a cleanup that hangs still fails here.
+    assert.ok(Date.now() - sentAt < 7_500, 'exits within seconds');
     assert.deepEqual(await files(bucket), []);
     assert.deepEqual(await credentialDirs(), [], 'credential files removed on SIGTERM too');
     assert.match(result.lines.at(-1)?.message ?? '', /interrupted by SIGTERM/);
@@ -196,7 +197,8 @@ describe('a dump through the bundled job', () => {
     const bucket = join(work, 'deadline');
     const result = await runJob(mongoEnv(bucket, ['--fake-bytes=1000', '--fake-hang'], { BACKUP_TIMEOUT: '1s' }));
     assert.equal(result.code, EXIT_CODES.DEADLINE.code);
-    assert.ok(result.ms < 8_000, `took ${result.ms} ms`);
+    // About 1.3 s when it works; the bound only tells an abort from a hang.
+    assert.ok(result.ms < 20_000, `took ${result.ms} ms`);
     assert.deepEqual(await files(bucket), []);
   });
 });

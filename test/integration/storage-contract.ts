@@ -55,6 +55,41 @@ export function body(data: Buffer, options: { chunk?: number; failWith?: Error; 
   );
 }
 
+// A body that counts what the uploader pulled from it; endless unless `total` is given.
+export function countingBody(chunk: Buffer, total = Infinity): { stream: Readable; pulled(): number } {
+  let pulled = 0;
+  const stream = new Readable({
+    read() {
+      if (pulled >= total) {
+        this.push(null);
+        return;
+      }
+      pulled += chunk.length;
+      this.push(chunk);
+    },
+  });
+  return { stream, pulled: () => pulled };
+}
+
+// Waits until `read()` has not changed for `quietMs` and returns that value; throws when it keeps
+// changing for `timeoutMs`. For "stops pulling" assertions that must not depend on how fast a busy
+// machine fills the buffers before the stop.
+export async function steadyValue(read: () => number, quietMs = 300, timeoutMs = 30_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let value = read();
+  let since = Date.now();
+  while (Date.now() - since < quietMs) {
+    if (Date.now() > deadline) throw new Error(`still changing after ${timeoutMs} ms (now ${value})`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const next = read();
+    if (next !== value) {
+      value = next;
+      since = Date.now();
+    }
+  }
+  return value;
+}
+
 // A body that never ends on its own: it trickles bytes until destroyed.
 function endlessBody(chunk: Buffer): Readable {
   return Readable.from(

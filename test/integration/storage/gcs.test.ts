@@ -18,7 +18,7 @@ import { ConfigError, StorageError } from '../../../src/errors.ts';
 import { gcs } from '../../../src/storage/gcs.ts';
 import type { StorageTarget, UploadRequest } from '../../../src/storage/types.ts';
 import { GCS_CHUNK_UNIT, startGcsServer, type GcsServer } from '../../support/gcs-server.ts';
-import { body, patternBytes, storageContract } from '../storage-contract.ts';
+import { body, countingBody, patternBytes, steadyValue, storageContract } from '../storage-contract.ts';
 
 const BUCKET = 'planb-gcs-test';
 const KiB = 1024;
@@ -62,18 +62,6 @@ async function harness(vars: Record<string, string>) {
 
 storageContract('gcs', () => harness({}));
 storageContract('gcs with STORAGE_PART_SIZE=256KiB', () => harness({ STORAGE_PART_SIZE: '256KiB' }));
-
-// A body that produces on demand and counts what it was asked for, until destroyed.
-function countingBody(chunk: Buffer): { stream: Readable; pulled(): number } {
-  let pulled = 0;
-  const stream = new Readable({
-    read() {
-      pulled += chunk.length;
-      this.push(chunk);
-    },
-  });
-  return { stream, pulled: () => pulled };
-}
 
 describe('gcs target', () => {
   let server: GcsServer;
@@ -157,7 +145,8 @@ describe('gcs target', () => {
     const started = Date.now();
     controller.abort(reason);
     await assert.rejects(upload, (error) => error === reason);
-    assert.ok(Date.now() - started < 3_000, `settled in ${Date.now() - started} ms`);
+    // Tens of ms when it works; the bound is the 8 s main.ts allows after SIGTERM.
+    assert.ok(Date.now() - started < 8_000, `settled in ${Date.now() - started} ms`);
     assert.equal(await exists(key), false);
     assert.deepEqual(await settledSessions(key), [['cancelled', false]]);
   });
@@ -284,10 +273,8 @@ describe('gcs target', () => {
     const source = countingBody(patternBytes(64 * KiB, 8));
     const upload = target.upload(request(key, source.stream, controller.signal));
     try {
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
-      const stalledAt = source.pulled();
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      assert.equal(source.pulled(), stalledAt, 'the body is not read while the server does not read');
+      // The body stops being read once the buffers between it and the stalled server are full.
+      const stalledAt = await steadyValue(() => source.pulled());
       // Loopback socket buffers and the streams' high-water marks: a few MiB, never the whole body.
       assert.ok(stalledAt < 32 * MiB, `read ${stalledAt} bytes ahead of a stalled server`);
     } finally {
