@@ -55,6 +55,23 @@ export function body(data: Buffer, options: { chunk?: number; failWith?: Error; 
   );
 }
 
+// A body that yields `data`, then fails with `failure` once `reached()` is true: a dump that dies after
+// the upload got somewhere (a part stored, a session opened), however long that takes on a busy machine.
+export function bodyFailingOnce(data: Buffer, reached: () => boolean | Promise<boolean>, failure: Error, timeoutMs = 30_000): Readable {
+  return Readable.from(
+    (async function* () {
+      for (let offset = 0; offset < data.length; offset += 64 * 1024) yield data.subarray(offset, offset + 64 * 1024);
+      const deadline = Date.now() + timeoutMs;
+      while (!(await reached())) {
+        if (Date.now() > deadline) throw new Error(`the upload did not get far enough within ${timeoutMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      throw failure;
+    })(),
+    { objectMode: false },
+  );
+}
+
 // A body that counts what the uploader pulled from it; endless unless `total` is given.
 export function countingBody(chunk: Buffer, total = Infinity): { stream: Readable; pulled(): number } {
   let pulled = 0;

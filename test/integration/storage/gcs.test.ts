@@ -18,7 +18,7 @@ import { ConfigError, StorageError } from '../../../src/errors.ts';
 import { gcs } from '../../../src/storage/gcs.ts';
 import type { StorageTarget, UploadRequest } from '../../../src/storage/types.ts';
 import { GCS_CHUNK_UNIT, startGcsServer, type GcsServer } from '../../support/gcs-server.ts';
-import { body, countingBody, patternBytes, steadyValue, storageContract } from '../storage-contract.ts';
+import { body, bodyFailingOnce, countingBody, patternBytes, steadyValue, storageContract } from '../storage-contract.ts';
 
 const BUCKET = 'planb-gcs-test';
 const KiB = 1024;
@@ -127,7 +127,8 @@ describe('gcs target', () => {
     const key = uniqueKey('dump-died');
     const failure = new Error('pg_dump exited with code 1');
     const cancelledBefore = server.cancelledCount();
-    await assert.rejects(target.upload(request(key, body(patternBytes(3 * MiB + 5), { failWith: failure }))), (error) => error === failure);
+    const opened = () => sessionsFor(key).length > 0;
+    await assert.rejects(target.upload(request(key, bodyFailingOnce(patternBytes(3 * MiB + 5), opened, failure))), (error) => error === failure);
     assert.equal(await exists(key), false);
     const [files] = await client.bucket(BUCKET).getFiles({ prefix: key });
     assert.deepEqual(files, []);
@@ -157,7 +158,8 @@ describe('gcs target', () => {
     const lines: string[] = [];
     const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
     server.inject({ status: 500, times: 1, when: (r) => r.method === 'DELETE' });
-    await assert.rejects(target.upload({ ...request(key, body(patternBytes(2 * MiB), { failWith: failure })), log }), (error) => error === failure);
+    const opened = () => sessionsFor(key).length > 0;
+    await assert.rejects(target.upload({ ...request(key, bodyFailingOnce(patternBytes(2 * MiB), opened, failure)), log }), (error) => error === failure);
     assert.deepEqual(await settledSessions(key), [['open', false]], 'no request is left streaming into the session');
     assert.equal(await exists(key), false);
     assert.equal(lines.length, 1);

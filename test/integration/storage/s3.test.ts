@@ -30,7 +30,7 @@ import {
 } from '../../../src/storage/s3.ts';
 import type { StorageTarget, UploadRequest } from '../../../src/storage/types.ts';
 import { requireS3rver, startS3Server, type S3TestServer } from '../../support/s3-server.ts';
-import { body, countingBody, patternBytes, steadyValue, storageContract } from '../storage-contract.ts';
+import { body, bodyFailingOnce, countingBody, patternBytes, steadyValue, storageContract } from '../storage-contract.ts';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -342,7 +342,9 @@ describe('s3 against s3rver', () => {
     if (!requireS3rver(t)) return;
     const failure = new Error('the dump died');
     const { log, lines } = capturingLogger();
-    const upload = openTarget(server).upload(request('failed/mid.bin', body(patternBytes(2 * PART + 999, 5), { failWith: failure, delayMs: 1 }), { log }));
+    const partStored = () => server.requests.some((r) => r.key === 'failed/mid.bin' && r.operation === 'UploadPart' && r.status === 200);
+    const failing = bodyFailingOnce(patternBytes(2 * PART + 999, 5), partStored, failure);
+    const upload = openTarget(server).upload(request('failed/mid.bin', failing, { log }));
     await assert.rejects(upload, (error) => {
       assert.equal(error, failure, "the body's own error, not s3rver's 405 to AbortMultipartUpload");
       return true;
@@ -363,7 +365,8 @@ describe('s3 against s3rver', () => {
     if (!requireS3rver(t)) return;
     const failure = new Error('the dump died');
     const { log, lines } = capturingLogger();
-    const upload = openTarget(cleanServer).upload(request('failed/clean.bin', body(patternBytes(3 * PART, 6), { failWith: failure }), { log }));
+    const partStored = () => cleanServer.requests.some((r) => r.key === 'failed/clean.bin' && r.operation === 'UploadPart' && r.status === 200);
+    const upload = openTarget(cleanServer).upload(request('failed/clean.bin', bodyFailingOnce(patternBytes(3 * PART, 6), partStored, failure), { log }));
     await assert.rejects(upload, (error) => error === failure);
     const abort = cleanServer.requests.find((r) => r.key === 'failed/clean.bin' && r.operation === 'AbortMultipartUpload');
     assert.equal(abort?.status, 204);
@@ -414,8 +417,9 @@ describe('s3 against s3rver', () => {
     try {
       const failure = new Error('the dump died');
       const { log, lines } = capturingLogger();
+      const created = () => server.requests.some((r) => r.key === key && r.operation === 'CreateMultipartUpload' && r.status === 200);
       const started = performance.now();
-      await assert.rejects(openTarget(server).upload(request(key, body(patternBytes(2 * PART, 21), { failWith: failure }), { log })), (error) => error === failure);
+      await assert.rejects(openTarget(server).upload(request(key, bodyFailingOnce(patternBytes(2 * PART, 21), created, failure), { log })), (error) => error === failure);
       assert.ok(performance.now() - started < 8_000, 'within the 8 s main.ts allows after SIGTERM');
       assert.ok(lines.some((line) => line.level === 40 && /cleanup did not finish/.test(line.message ?? '')));
       await assertNothingAt(server, key);
