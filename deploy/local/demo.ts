@@ -1,4 +1,4 @@
-// `npm start`: the job on this machine with an embedded default — a generated SQLite database backed
+// `npm start`: the job run locally with an embedded default — a generated SQLite database backed
 // up to ./backups — so a newcomer sees a real run (logs, key layout, exit code) in one command.
 // Installs the sqlite3 and zstd CLIs from Debian when missing and running as root.
 import { execFileSync, spawnSync } from 'node:child_process';

@@ -43,7 +43,7 @@ export type CommandContext = { secretsDir: string; tool: string; compression: Co
 export type DumpEngine = {
   // Binaries that can dump with these settings, best first; the first one on PATH is used.
   tools(db: DbConfig): readonly string[];
-  // Tool that restores the dump, checked in the image build and named in the README.
+  // Tool that restores the dump, checked in the image build and named in docs/databases.md.
   restoreTool: string;
   defaultPort: number | undefined;
   // File extension of the raw dump, before compression adds its own.

@@ -1,5 +1,5 @@
 // Gathers small chunks into large ones before per-chunk JavaScript work: a live pg_dump writes ~8 KiB
-// chunks, and Node's zlib is several times faster on ~1 MiB inputs (FACTS.md, stage rates).
+// chunks, and Node's zlib is faster on ~1 MiB inputs (its zstd: 131 → 176 MB/s; docs/benchmarks.md).
 import { Transform } from 'node:stream';
 
 // Chunk size handed on; large enough to amortise per-chunk costs, small enough to keep memory flat.

@@ -2,7 +2,7 @@
 // with the dump and off the JavaScript thread; Node's zlib is the fallback when no CLI is on PATH.
 // zstd reads the dump tool's stdout itself (the tool is started with `input` as its stdout), so the
 // raw bytes never pass through JavaScript; it tells how many it read when it exits. Figures behind
-// every default: BENCHMARKS.md.
+// every default: docs/benchmarks.md.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Duplex, type Readable, type Transform, type Writable } from 'node:stream';
@@ -125,7 +125,7 @@ function startCli(file: string, name: string, cli: Cli, level: number, path: str
       inputReleased = true;
       child.stdin.destroy();
     },
-    // No coalescing before a CLI: gathering 1 MiB chunks cost more CPU than the writes it saved (BENCHMARKS.md).
+    // No coalescing before a CLI: gathering 1 MiB chunks cost more CPU than the writes it saved (docs/benchmarks.md).
     stages: cli.readsDump ? [child.stdout] : [Duplex.from({ writable: child.stdin, readable: child.stdout })],
     rawBytes: () => {
       if (!cli.readsDump) return undefined;

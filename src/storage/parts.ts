@@ -1,7 +1,7 @@
 // Cuts a byte stream into the equal parts of a multipart upload, in a fixed set of part buffers that
 // are reused: a stream of any length allocates the same few part-sized buffers and frees none until it
 // ends. Memory then no longer depends on when the garbage collector frees a sent part or on how malloc
-// reuses freed multi-MiB blocks, which made the job's peak grow with the dump's length (BENCHMARKS.md, bar 3).
+// reuses freed multi-MiB blocks, which made the job's peak grow with the dump's length (docs/benchmarks.md, bar 3).
 
 // One part: `data` is valid until `release()`, which gives its buffer back for a later part.
 export type Part = { number: number; data: Buffer; last: boolean; release(): void };

@@ -10,7 +10,7 @@
 //   buffers = partSize × (concurrency + 1)
 // (parts in flight, the part being filled). @aws-sdk/lib-storage, used before, concatenated every part
 // into a fresh buffer, and the sent ones waited for the garbage collector: the job's peak grew with the
-// dump's length, 109 → 161 → 201 MiB for 0.1 GB, 10 GB, 50 GiB (BENCHMARKS.md, bar 3). Measured with the
+// dump's length, 109 → 161 → 201 MiB for 0.1 GB, 10 GB, 50 GiB (docs/benchmarks.md, bar 3). Measured with the
 // bundled job: 8 MiB × 4 peaked ~25 MiB above 8 MiB × 2. So:
 // - size unknown: 8 MiB × 2, buffers 24 MiB, objects up to 78.1 GiB (lib-storage's own 5 MiB fallback,
 //   like rclone's, stops at 48.8 GiB);

@@ -1,5 +1,5 @@
-// Turns the runs into the tables BENCHMARKS.md shows: medians per scenario, ratios against the
-// group's limit, and the verdict on each bar of issue 6.
+// Turns the runs into the tables docs/benchmarks.md shows: medians per scenario, ratios against the
+// group's limit, and the verdict on each of the project's bars (listed in docs/benchmarks.md).
 import type { Measurement } from './measure.ts';
 import type { Group, Scenario } from './scenarios.ts';
 
@@ -109,7 +109,7 @@ export function table(summaries: readonly Summary[], group: Group): string {
   return lines.join('\n');
 }
 
-// A bar of issue 6 and whether the figures meet it.
+// One of the project's bars and whether the figures meet it.
 export type Verdict = { bar: string; figure: string; met: boolean | undefined };
 
 // The bars that concern one group's scenarios; undefined `met` when a scenario is missing.

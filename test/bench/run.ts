@@ -1,6 +1,6 @@
 // `npm run bench`: the job against the physical limit and against what users run today, on
 // throw-away databases generated for the purpose. Interleaved rounds, medians, one table per
-// database, the verdict on each bar of issue 6, and a memory sweep with a fake dump tool.
+// database, the verdict on each of the project's bars, and a memory sweep with a fake dump tool.
 //
 //   npm run bench                          everything, 3 rounds, a ~1.5 GB PostgreSQL dump
 //   npm run bench -- --groups=postgresql --rounds=5 --pg-size=2GB
@@ -40,7 +40,7 @@ const MEMORY_TOLERANCE = 0.1;
 // is judged between the runs of at least this size; the spread over all sizes is reported beside it.
 const MEMORY_WARM_BYTES = 1e9;
 const MEMORY_CEILING_BYTES = 200 * 1024 * 1024;
-// Other sessions share this machine: before each run wait (at most QUIET_WAIT_MS) until they use
+// Other work may share the host: before each run wait (at most QUIET_WAIT_MS) until they use
 // less than QUIET_CORES, and repeat a run (at most RETRIES times) in which they used more than
 // DISTURBED_SHARE of the machine's CPU.
 const QUIET_CORES = 0.15;

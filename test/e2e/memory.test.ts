@@ -1,7 +1,7 @@
 // Memory regression test: multi-GB dumps from the fake dump tool through the bundled job. Two kinds of
 // assertion, neither of which depends on how busy the machine is:
 // - the job's peak RSS (VmHWM of its process) stays under an absolute ceiling with honest headroom
-//   (measured peaks are 115-210 MiB depending on the path; BENCHMARKS.md);
+//   (measured peaks are 115-210 MiB depending on the path; docs/benchmarks.md);
 // - structure: after a full garbage collection at exit the job holds no more heap or buffers than a
 //   small run does (nothing is kept per byte), and the S3 target cut every part into the same few
 //   buffers. Whether the peak grows with the dump's size is judged by `npm run bench` (serial runs on
@@ -134,7 +134,7 @@ describe('memory of the job', () => {
   });
 
   // The S3 target holds its parts in buffers allocated once (storage/parts.ts); with a fresh buffer per
-  // part its peak grew with the dump (BENCHMARKS.md, bar 3).
+  // part its peak grew with the dump (docs/benchmarks.md, bar 3).
   test('an 8 GiB dump to S3 at default settings stays under the ceiling and keeps nothing per byte', async (t) => {
     await withS3(t, async (s3) => {
       const result = await backup(jobEnv(LARGE_DUMP, s3), LARGE_DUMP);

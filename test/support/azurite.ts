@@ -1,5 +1,5 @@
 // A throw-away azurite blob service for the Azure tests: its own free port on 127.0.0.1, its own temp
-// workspace, no telemetry, stopped and removed by stop(). Nothing it does leaves this machine.
+// workspace, no telemetry, stopped and removed by stop(). Nothing it does leaves the host.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -80,7 +80,7 @@ function azuriteArgs(port: number, location: string, options: AzuriteOptions): s
     // it writes is removed by stop().
     ...(options.inMemory ? ['--inMemoryPersistence'] : ['--location', location]),
     '--silent',
-    // By default azurite sends usage telemetry to Microsoft; nothing may leave this machine.
+    // By default azurite sends usage telemetry to Microsoft; nothing may leave the host.
     '--disableTelemetry',
     // @azure/storage-blob speaks a newer REST API version than azurite 3.35 knows (2026-04-06 vs
     // 2025-11-05); the operations we use are unchanged, so the version check only gets in the way.

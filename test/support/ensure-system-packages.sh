@@ -87,7 +87,7 @@ if ((${#MISSING_COMMANDS[@]} == 0)); then
 fi
 
 if ((EUID != 0)); then cannot_install "not root"; fi
-if ! command -v apt-get >/dev/null 2>&1; then cannot_install "no apt-get on this machine"; fi
+if ! command -v apt-get >/dev/null 2>&1; then cannot_install "no apt-get on this host"; fi
 
 echo "ensure-system-packages: installing ${MISSING_PACKAGES[*]} (missing: ${MISSING_COMMANDS[*]})"
 readonly INSTALLING=("${MISSING_PACKAGES[@]}")

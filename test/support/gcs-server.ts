@@ -1,5 +1,5 @@
 // A strict stand-in for the Google Cloud Storage JSON API on 127.0.0.1, for driving the real
-// @google-cloud/storage client in tests (no GCS emulator installs on this machine).
+// @google-cloud/storage client in tests (no GCS emulator installs from npm or Debian).
 //
 // It implements the documented resumable upload protocol and rejects what GCS rejects:
 // - initiate: POST /upload/storage/v1/b/{bucket}/o?uploadType=resumable (JSON metadata; name in the

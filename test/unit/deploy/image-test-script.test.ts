@@ -1,5 +1,5 @@
 // The image test script cannot run here (no Docker engine); its dry run prints the 5 steps'
-// commands, which is what these tests read. The real run is documented in the README.
+// commands, which is what these tests read. The real run is documented in docs/images.md.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
