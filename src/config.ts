@@ -81,6 +81,7 @@ export function loadConfig(source: Env): Config {
       DB_TLS_CA_FILE: str({ default: undefined }),
       DB_ALL_DATABASES: bool({ default: false }),
       DB_EXTRA_ARGS: list({ default: [] }),
+      DB_SQLITE_QUICK_CHECK: bool({ default: true }),
       STORAGE_TYPE: str({ choices: STORAGE_TYPES }),
       STORAGE_BUCKET: str(),
       STORAGE_ENDPOINT: url({ default: undefined }),
@@ -125,6 +126,7 @@ export function loadConfig(source: Env): Config {
     tlsCaFile: base.DB_TLS_CA_FILE,
     allDatabases: base.DB_ALL_DATABASES,
     extraArgs: base.DB_EXTRA_ARGS,
+    sqliteQuickCheck: base.DB_SQLITE_QUICK_CHECK,
   };
   if (engine) problems.push(...engine.validate(db));
   if (db.port !== undefined && (!Number.isInteger(db.port) || db.port < 1 || db.port > 65_535)) {

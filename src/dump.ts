@@ -1,15 +1,16 @@
 // Starts the dump tool as a child process: credential files written 0600 in a private temp dir and
 // removed on every exit path, a minimal environment, stderr logged (scrubbed), and an `exited`
 // promise that rejects with a DumpError naming the failure and carrying the stderr tail.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { execa } from 'execa';
 import { DumpError } from './errors.ts';
-import type { DumpCommand, DumpEngine } from './engines/types.ts';
+import type { CommandContext, DbConfig, DumpCommand, DumpEngine, ToolAnswer } from './engines/types.ts';
 import type { Logger } from './log.ts';
+import { which } from './which.ts';
 
 // Time between SIGTERM and SIGKILL when the dump must stop (abort, failure elsewhere).
 const KILL_GRACE_MS = 3_000;
@@ -17,6 +18,11 @@ const KILL_GRACE_MS = 3_000;
 const STDERR_TAIL_LINES = 15;
 // The version probe must not hold up a backup.
 const VERSION_TIMEOUT_MS = 5_000;
+// A preflight question is answered in well under a second; quick_check on a large SQLite file reads
+// it whole, so allow minutes before calling the database unreachable.
+const PREFLIGHT_TIMEOUT_MS = 10 * 60_000;
+// Output of a preflight kept for judging it: its answers are a few lines.
+const PREFLIGHT_OUTPUT_BYTES = 64 * 1024;
 
 export type RunningDump = {
   // The tool's output; undefined when it writes straight into `options.stdout`.
@@ -111,4 +117,54 @@ export function startDump(
     exited,
     stop: () => stopped.abort(),
   };
+}
+
+// Runs the engine's preflight, if it has one, and throws a DumpError for the problem it finds. Its
+// commands get the same minimal environment and 0600 credential files as the dump.
+export async function runPreflight(
+  engine: DumpEngine,
+  db: DbConfig,
+  context: CommandContext & { baseEnv: Readonly<Record<string, string>>; signal: AbortSignal; log: Logger; scrub: Scrub },
+): Promise<void> {
+  if (!engine.preflight) return;
+  const ask = async (command: DumpCommand): Promise<ToolAnswer> => {
+    await writeCredentialFiles(command);
+    try {
+      const result = await execa(command.file, command.args, {
+        env: { ...context.baseEnv, ...command.env },
+        extendEnv: false,
+        stdin: 'ignore',
+        reject: false,
+        timeout: PREFLIGHT_TIMEOUT_MS,
+        cancelSignal: context.signal,
+        maxBuffer: PREFLIGHT_OUTPUT_BYTES,
+      });
+      const exitCode = result.exitCode ?? (result.failed ? undefined : 0);
+      return { exitCode, stdout: `${result.stdout}`, stderr: context.scrub(`${result.stderr}`) };
+    } finally {
+      await Promise.all(command.files.map((file) => rm(file.path, { force: true })));
+    }
+  };
+  const problem = await engine.preflight(db, {
+    ...context,
+    ask,
+    readHead: async (path, bytes) => {
+      try {
+        const handle = await open(path, 'r');
+        try {
+          const { buffer, bytesRead } = await handle.read(Buffer.alloc(bytes), 0, bytes, 0);
+          return buffer.subarray(0, bytesRead);
+        } finally {
+          await handle.close();
+        }
+      } catch (error) {
+        return (error as NodeJS.ErrnoException).code ?? 'EIO';
+      }
+    },
+    which: (names) => which(names, context.baseEnv.PATH ?? '')?.file,
+    skipped: (reason) => context.log.warn({ reason }, `preflight skipped: ${reason}`),
+  });
+  context.signal.throwIfAborted();
+  if (problem) throw new DumpError(context.scrub(`preflight: ${problem.message}`), { kind: problem.kind });
+  context.log.info('preflight passed');
 }

@@ -23,8 +23,9 @@ export class ConfigError extends PlanBError {
   }
 }
 
-// How a dump failed, as far as the tool's exit and stderr tell.
-export type DumpFailure = 'unreachable' | 'auth' | 'failed' | 'empty' | 'missing-tool';
+// How a dump failed, as far as the tool's exit and stderr tell; `incomplete`: the tool exited 0 but its
+// output lacks the marks of a complete dump (or a preflight found the database damaged).
+export type DumpFailure = 'unreachable' | 'auth' | 'failed' | 'empty' | 'incomplete' | 'missing-tool';
 
 // The dump tool (or the compressor fed by it) failed: non-zero exit, death by signal, no output.
 export class DumpError extends PlanBError {

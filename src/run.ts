@@ -6,13 +6,14 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { sendCallback } from './callback/send.ts';
 import type { Config } from './config.ts';
-import { createSecretsDir, removeSecretsDir, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
+import { createSecretsDir, removeSecretsDir, runPreflight, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
 import type { DbConfig } from './engines/types.ts';
 import { CallbackError, DeadlineError, DumpError, PlanBError, StorageError } from './errors.ts';
 import { EXIT_CODES, exitNameFor } from './exit-codes.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
+import { watchRaw, watchZstdHead } from './pipeline/completeness.ts';
 import { holdUntilExit } from './pipeline/hold-until-exit.ts';
 import { createMeter } from './pipeline/meter.ts';
 import type { ObjectReport, RunReport } from './report.ts';
@@ -134,12 +135,17 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
   const target = STORAGE_DRIVERS[config.storage.type].open(config.storage, config.storage.settings);
   const secretsDir = await createSecretsDir();
   try {
+    await runPreflight(engine, config.db, { secretsDir, tool: tool.file, compression, baseEnv: config.toolEnv, signal, log, scrub: context.scrub });
     const command = engine.command(config.db, { secretsDir, tool: tool.file, compression });
     await writeCredentialFiles(command);
     facts.prepareMs = Math.round(performance.now() - prepareStart);
     signal.throwIfAborted();
 
-    const compressor = startCompressor(compression, config.backup.compressionLevel, path);
+    // The tool's own marks of a complete dump. A check that reads the whole stream needs the raw bytes
+    // in JavaScript; one that reads only the head leaves the zstd CLI reading the dump itself.
+    const check = engine.completeness(config.db);
+    const compressor = startCompressor(compression, config.backup.compressionLevel, path, { rawInJs: check.scope === 'stream' });
+    const watch = compressor?.input ? watchZstdHead(check, tool.name) : watchRaw(check, tool.name);
     log.info(
       { tool: facts.tool, args: command.args.map(context.scrub), compressor: compressor?.describe ?? 'none', storage: config.storage.type, bucket: config.storage.bucket, key },
       'backup started',
@@ -151,8 +157,10 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     const raw = createMeter({ hash: false });
     const rawBytes = () => compressor?.rawBytes() ?? raw.bytes();
     const stored = createMeter({ hash: true });
-    const finished = Promise.all([dump.exited, compressor?.exited]).then(() => {
+    // What the hold stage waits for before it lets the end of the stream reach storage.
+    const finished = Promise.all([dump.exited, compressor?.exited]).then(async () => {
       if (rawBytes() === 0) throw new DumpError(`${tool.name} exited 0 but wrote nothing`, { kind: 'empty' });
+      await watch.verdict;
     });
     const progress = setInterval(() => {
       const seconds = (performance.now() - streamStart) / 1000;
@@ -181,8 +189,9 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
           throw error;
         }));
       };
-      const source = dump.stdout ? [dump.stdout, raw.stream] : [];
-      const stages = [...source, ...(compressor?.stages ?? []), stored.stream, holdUntilExit(finished), upload];
+      const source = dump.stdout ? [dump.stdout, raw.stream, watch.stream] : [];
+      const compressed = compressor?.input ? [...compressor.stages, watch.stream] : (compressor?.stages ?? []);
+      const stages = [...source, ...compressed, stored.stream, holdUntilExit(finished), upload];
       // @types/node has no overload for a variable number of stages ending in a function.
       await pipeline(stages as unknown as NodeJS.ReadWriteStream[], { signal });
       facts.rawBytes = rawBytes();

@@ -140,7 +140,7 @@ export function requiredTools(dbType: DbType): string[][] {
   const engine = ENGINES[dbType];
   const db = (allDatabases: boolean): DbConfig => ({
     type: dbType, host: undefined, port: undefined, name: undefined, username: undefined, password: undefined,
-    tls: undefined, tlsCaFile: undefined, allDatabases, extraArgs: [],
+    tls: undefined, tlsCaFile: undefined, allDatabases, extraArgs: [], sqliteQuickCheck: true,
   });
   const groups = [[...engine.tools(db(false))], [...engine.tools(db(true))], [engine.restoreTool]];
   const seen = new Set<string>();

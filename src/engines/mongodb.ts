@@ -1,7 +1,13 @@
 // DB_TYPE=mongodb: mongodump --archive to stdout; the password goes in a --config YAML file
 // (MongoDB Database Tools ≥ 100.3.0). Restore: `mongorestore --archive < backup.archive`.
 import { join } from 'node:path';
+import { edgeCheck, printable } from './marks.ts';
 import type { DumpEngine } from './types.ts';
+import { unsafeValues } from './values.ts';
+
+// An archive starts with its magic number (0x8199e26d, little-endian) and ends with a terminator.
+const MAGIC = Buffer.from([0x6d, 0xe2, 0x99, 0x81]);
+const TERMINATOR = Buffer.from([0xff, 0xff, 0xff, 0xff]);
 
 export const mongodb = {
   tools: () => ['mongodump'],
@@ -13,7 +19,7 @@ export const mongodb = {
     const problems: string[] = [];
     if (!db.host) problems.push('DB_HOST is required for mongodb');
     if (db.allDatabases && db.name) problems.push('DB_NAME and DB_ALL_DATABASES=true exclude each other');
-    return problems;
+    return [...unsafeValues(db), ...problems];
   },
 
   command(db, { secretsDir, tool }) {
@@ -41,4 +47,15 @@ export const mongodb = {
     if (/server selection error|connection refused|no reachable servers|context deadline exceeded|i\/o timeout|no such host/i.test(stderr)) return 'unreachable';
     return 'failed';
   },
+
+  completeness: () =>
+    edgeCheck({
+      scope: 'stream',
+      head: MAGIC.length,
+      tail: TERMINATOR.length,
+      judge: (head, tail) => {
+        if (!head.equals(MAGIC)) return `the output is not a mongodump archive: it starts with ${printable(head)}`;
+        return tail.equals(TERMINATOR) ? undefined : 'the archive lacks its terminator (ff ff ff ff): mongodump stopped before the end';
+      },
+    }),
 } satisfies DumpEngine;

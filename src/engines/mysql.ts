@@ -1,6 +1,25 @@
 // DB_TYPE=mysql: mysqldump with a consistent InnoDB snapshot; mariadb.ts reuses this with its own tools.
-import { join } from 'node:path';
-import type { DbConfig, DumpEngine } from './types.ts';
+import { basename, join } from 'node:path';
+import { edgeCheck } from './marks.ts';
+import type { DbConfig, DumpEngine, PreflightContext, PreflightProblem } from './types.ts';
+import { hasOption, unsafeValues } from './values.ts';
+
+// The tool's last comment on a complete dump (`-- Dump completed on <date>`, or without the date).
+const TRAILER = '-- Dump completed';
+// Room for the trailer, its date and the line ends after it.
+const TAIL_BYTES = 256;
+// DB_EXTRA_ARGS that remove the trailer (no comments) or write it after errors (--force): with them
+// a cut-off dump cannot be told from a complete one, so they are refused.
+const REFUSED_OPTIONS = ['--skip-comments', '--compact', '--force', '-f'];
+// The client that asks the server about privileges, best first (MariaDB ≥ 11 deprecates `mysql`).
+const CLIENTS = ['mariadb', 'mysql'];
+// What the user may do, globally and per database, as the server reports it for the current account.
+const PRIVILEGES_QUERY = [
+  "SELECT PRIVILEGE_TYPE, '*' FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = @me",
+  'UNION ALL SELECT PRIVILEGE_TYPE, TABLE_SCHEMA FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = @me',
+  "UNION ALL SELECT PRIVILEGE_TYPE, CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLE_PRIVILEGES WHERE GRANTEE = @me",
+].join(' ');
+const WHO_AM_I = "SET @me = CONCAT(\"'\", SUBSTRING_INDEX(CURRENT_USER(), '@', 1), \"'@'\", SUBSTRING_INDEX(CURRENT_USER(), '@', -1), \"'\")";
 
 // Option files take double-quoted values with backslash escapes.
 function optionFile(db: DbConfig): string {
@@ -38,18 +57,15 @@ export function mysqlFamily(tools: readonly string[], mariadbClient: boolean): D
       const problems: string[] = [];
       if (!db.allDatabases && !db.name) problems.push('DB_NAME is required for mysql/mariadb (or set DB_ALL_DATABASES=true)');
       if (db.allDatabases && db.name) problems.push('DB_NAME and DB_ALL_DATABASES=true exclude each other');
-      return problems;
+      const refused = hasOption(db.extraArgs, REFUSED_OPTIONS);
+      if (refused) problems.push(`DB_EXTRA_ARGS: ${refused} is refused: without the dump's "${TRAILER}" trailer (or with it written after errors) a cut-off dump cannot be told from a complete one`);
+      return [...unsafeValues(db), ...problems];
     },
 
     command(db, { secretsDir, tool }) {
       const defaults = join(secretsDir, 'my.cnf');
       const args = [
-        // Must be the first option, or the tool ignores it.
-        `--defaults-extra-file=${defaults}`,
-        ...(db.host ? [`--host=${db.host}`, '--protocol=TCP'] : []),
-        ...(db.port && db.host ? [`--port=${db.port}`] : []),
-        ...(db.username ? [`--user=${db.username}`] : []),
-        ...tlsArgs(db, mariadbClient || tool.startsWith('mariadb')),
+        ...connectionArgs(db, defaults, mariadbClient || basename(tool).startsWith('mariadb')),
         '--single-transaction',
         '--quick',
         '--routines',
@@ -63,12 +79,79 @@ export function mysqlFamily(tools: readonly string[], mariadbClient: boolean): D
       return { file: tool, args, env: {}, files: [{ path: defaults, content: optionFile(db) }] };
     },
 
-    classify(stderr) {
-      if (/Access denied|\b(1044|1045|1227)\b|authentication plugin/i.test(stderr)) return 'auth';
-      if (/Can't connect|Unknown (MySQL|MariaDB) server host|Lost connection|\b(2002|2003|2005|2013)\b|Connection refused/i.test(stderr)) return 'unreachable';
-      return 'failed';
-    },
+    classify: mysqlFamilyClassify,
+
+    completeness: () =>
+      edgeCheck({
+        scope: 'stream',
+        head: 0,
+        tail: TAIL_BYTES,
+        judge: (_head, tail) => (tail.includes(TRAILER) ? undefined : `the dump lacks its final "${TRAILER}" comment: the tool stopped before the end`),
+      }),
+
+    preflight: (db, context) => privilegesPreflight(db, context, mariadbClient),
   };
+}
+
+// Connection options shared by the dump and the preflight client: the option file with the password
+// first (the tools ignore it anywhere else), then where to connect. `--protocol=TCP` whenever a host
+// is given: the clients otherwise take `localhost` to mean the local socket, another server.
+function connectionArgs(db: DbConfig, defaults: string, mariadbClient: boolean): string[] {
+  return [
+    `--defaults-extra-file=${defaults}`,
+    ...(db.host ? [`--host=${db.host}`, '--protocol=TCP'] : []),
+    ...(db.port && db.host ? [`--port=${db.port}`] : []),
+    ...(db.username ? [`--user=${db.username}`] : []),
+    ...tlsArgs(db, mariadbClient),
+  ];
+}
+
+// What each object kind the dump asks for needs, as privileges that satisfy it (any one, on `*` for
+// every database or on the database itself). Routine bodies: MariaDB reads them from mysql.proc,
+// MariaDB ≥ 11.3 also grants SHOW CREATE ROUTINE, MySQL ≥ 8.0.20 SHOW_ROUTINE.
+const NEEDS = [
+  { flag: 'routines', skip: '--skip-routines', grants: ['SELECT', 'SHOW CREATE ROUTINE', 'SHOW_ROUTINE'], alsoOn: ['mysql', 'mysql.proc'], privilege: 'SELECT on mysql.proc (MariaDB), SHOW CREATE ROUTINE (MariaDB ≥ 11.3) or SHOW_ROUTINE (MySQL ≥ 8.0.20)' },
+  { flag: 'triggers', skip: '--skip-triggers', grants: ['TRIGGER'], alsoOn: [], privilege: 'TRIGGER' },
+  { flag: 'events', skip: '--skip-events', grants: ['EVENT'], alsoOn: [], privilege: 'EVENT' },
+] as const;
+
+// Asks the server which privileges the account holds and names any the dump needs but lacks: without
+// them mysqldump leaves routines and triggers out silently and still exits 0.
+async function privilegesPreflight(db: DbConfig, context: PreflightContext, mariadbClient: boolean): Promise<PreflightProblem | undefined> {
+  const client = context.which(CLIENTS);
+  if (!client) {
+    context.skipped(`no ${CLIENTS.join(' or ')} client on PATH to check the account's privileges`);
+    return undefined;
+  }
+  const defaults = join(context.secretsDir, 'preflight.cnf');
+  const answer = await context.ask({
+    file: client,
+    args: [...connectionArgs(db, defaults, mariadbClient || basename(client).startsWith('mariadb')), '--batch', '--skip-column-names', '-e', `${WHO_AM_I}; ${PRIVILEGES_QUERY}`],
+    env: {},
+    files: [{ path: defaults, content: optionFile(db) }],
+  });
+  if (answer.exitCode !== 0) {
+    const kind = mysqlFamilyClassify(answer.stderr);
+    return { kind, message: `${basename(client)} could not read the account's privileges: ${answer.stderr.trim() || `exit code ${answer.exitCode}`}` };
+  }
+  const held = answer.stdout.split('\n').map((line) => line.split('\t')).filter((row): row is [string, string] => row.length === 2);
+  const where = db.allDatabases ? ['*'] : ['*', db.name ?? ''];
+  const missing = NEEDS.filter((need) => !db.extraArgs.includes(need.skip)).filter(
+    (need) => !held.some(([privilege, on]) => (need.grants as readonly string[]).includes(privilege) && (where.includes(on) || (privilege === 'SELECT' && (need.alsoOn as readonly string[]).includes(on)))),
+  );
+  if (missing.length === 0) return undefined;
+  const target = db.allDatabases ? 'on *.*' : `on ${db.name ?? ''}`;
+  return {
+    kind: 'auth',
+    message: `the account lacks ${missing.map((need) => `${need.privilege} (for --${need.flag})`).join(', ')} ${target}: the dump would silently leave those objects out. Grant it, or add ${missing.map((need) => need.skip).join(' ')} to DB_EXTRA_ARGS to dump without them`,
+  };
+}
+
+// Sorts a client's stderr into unreachable / refused / other, as the dump's own failures are.
+function mysqlFamilyClassify(stderr: string): 'unreachable' | 'auth' | 'failed' {
+  if (/Access denied|\b(1044|1045|1227)\b|authentication plugin/i.test(stderr)) return 'auth';
+  if (/Can't connect|Unknown (MySQL|MariaDB) server host|Lost connection|\b(2002|2003|2005|2013)\b|Connection refused/i.test(stderr)) return 'unreachable';
+  return 'failed';
 }
 
 export const mysql = mysqlFamily(['mysqldump'], false);

@@ -1,10 +1,43 @@
 // DB_TYPE=postgresql (alias postgres): pg_dump in custom format, or pg_dumpall for every database.
 import { join } from 'node:path';
+import { edgeCheck, printable, type CompletenessCheck } from './marks.ts';
 import type { DbConfig, DumpEngine } from './types.ts';
+import { unsafeValues } from './values.ts';
 
 // libpq reads a password file: one `host:port:db:user:password` line; `:` and `\` are escaped.
 function passFileLine(password: string): string {
   return `*:*:*:*:${password.replace(/[\\:]/g, (c) => `\\${c}`)}\n`;
+}
+
+// A custom-format archive starts with these bytes. Written to a pipe it has no trailer (the table of
+// contents is rewritten only in a seekable file), so its head is the mark, and the tool's exit the rest.
+const CUSTOM_MAGIC = Buffer.from('PGDMP');
+// The last comment of a plain dump: pg_dump's, and pg_dumpall's after every database.
+const PLAIN_TRAILER = { pg_dump: '-- PostgreSQL database dump complete', pg_dumpall: '-- PostgreSQL database cluster dump complete' } as const;
+// Newer releases write `\unrestrict` lines after the trailer: look for it near the end, not at the very end.
+const PLAIN_TAIL_BYTES = 1024;
+// DB_EXTRA_ARGS that ask pg_dump for a plain SQL script instead of the custom format.
+const PLAIN_FORMAT = /^(?:--format=p(?:lain)?|-Fp|-Fplain)$/;
+// Formats that cannot stream to stdout (directory) or that no check knows (tar).
+const OTHER_FORMAT = /^(?:--format=(?:d|directory|t|tar)|-F[dt].*)$/;
+
+// The completeness check for these settings: the custom-format magic, or the plain-SQL trailer.
+function check(db: DbConfig): CompletenessCheck {
+  if (!db.allDatabases && !db.extraArgs.some((arg) => PLAIN_FORMAT.test(arg))) {
+    return edgeCheck({
+      scope: 'head',
+      head: CUSTOM_MAGIC.length,
+      tail: 0,
+      judge: (head) => (head.equals(CUSTOM_MAGIC) ? undefined : `pg_dump's output does not start with "PGDMP" (a custom-format archive) but with ${printable(head)}`),
+    });
+  }
+  const tool = db.allDatabases ? 'pg_dumpall' : 'pg_dump';
+  return edgeCheck({
+    scope: 'stream',
+    head: 0,
+    tail: PLAIN_TAIL_BYTES,
+    judge: (_head, tail) => (tail.includes(PLAIN_TRAILER[tool]) ? undefined : `${tool}'s output lacks its final "${PLAIN_TRAILER[tool]}" comment`),
+  });
 }
 
 // Gives up on an unreachable server after this long instead of libpq's default of waiting forever.
@@ -21,7 +54,12 @@ export const postgresql = {
     const problems: string[] = [];
     if (!db.allDatabases && !db.name) problems.push('DB_NAME is required for postgresql (or set DB_ALL_DATABASES=true)');
     if (db.allDatabases && db.name) problems.push('DB_NAME and DB_ALL_DATABASES=true exclude each other');
-    return problems;
+    // libpq reads a database name with `=` or a URI prefix as connection settings, host included.
+    if (db.name !== undefined && (db.name.includes('=') || /^postgres(?:ql)?:/i.test(db.name))) {
+      problems.push('DB_NAME looks like a connection string (contains "=" or starts with postgresql:): give the database name only');
+    }
+    if (db.extraArgs.some((arg) => OTHER_FORMAT.test(arg))) problems.push('DB_EXTRA_ARGS: only the custom (default) and plain formats can be streamed and checked for completeness');
+    return [...unsafeValues(db), ...problems];
   },
 
   command(db, { secretsDir, tool, compression }) {
@@ -56,4 +94,6 @@ export const postgresql = {
     if (/could not connect|connection refused|could not translate host name|timeout expired|Connection timed out|server closed the connection|No route to host|Network is unreachable/i.test(stderr)) return 'unreachable';
     return 'failed';
   },
+
+  completeness: check,
 } satisfies DumpEngine;

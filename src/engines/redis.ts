@@ -1,5 +1,7 @@
 // DB_TYPE=redis: redis-cli --rdb streams the server's RDB snapshot (all databases) to stdout.
+import { rdbCheck } from './rdb.ts';
 import type { DumpEngine } from './types.ts';
+import { unsafeValues } from './values.ts';
 
 export const redis = {
   tools: () => ['redis-cli'],
@@ -12,7 +14,7 @@ export const redis = {
     if (!db.host) problems.push('DB_HOST is required for redis');
     if (db.name !== undefined && !/^\d+$/.test(db.name)) problems.push('DB_NAME for redis is a database index (0, 1, …) or unset');
     if (db.allDatabases) problems.push('DB_ALL_DATABASES does not apply to redis: an RDB snapshot always holds every database');
-    return problems;
+    return [...unsafeValues(db), ...problems];
   },
 
   command(db, { tool }) {
@@ -38,4 +40,6 @@ export const redis = {
     if (/Could not connect|Connection refused|Name or service not known|Connection timed out|Connection reset/i.test(stderr)) return 'unreachable';
     return 'failed';
   },
+
+  completeness: rdbCheck,
 } satisfies DumpEngine;

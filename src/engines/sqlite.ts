@@ -1,10 +1,50 @@
 // DB_TYPE=sqlite: the sqlite3 shell's `.dump`, streamed as SQL text. It reads inside one transaction,
 // so the dump is a consistent snapshot, and unlike `.backup` it needs no temporary copy on disk
 // (which on Cloud Run would count against memory). Restore: `sqlite3 new.db < backup.sql`.
-import type { DumpEngine } from './types.ts';
+// The shell exits 0 even when it could not read the database (also with -bail): it writes its errors
+// into the dump as comments and ends it with ROLLBACK instead of COMMIT. Those marks decide.
+import { edges, scanner, type CompletenessCheck } from './marks.ts';
+import type { DumpCommand, DumpEngine } from './types.ts';
+import { unsafeValues } from './values.ts';
 
 // How long to wait for a writer's lock before giving up.
 const BUSY_TIMEOUT_MS = 30_000;
+// Every SQLite database file starts with these 16 bytes.
+const FILE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
+// Comments the shell writes into a dump in place of what it could not read: an error it counted, and
+// a damaged page it skipped without counting (the dump may still end in COMMIT).
+const ERROR_COMMENTS = ['/**** ERROR:', '/****** CORRUPTION ERROR'] as const;
+// The last statement of a complete dump, and of one where the shell counted errors.
+const COMMIT = 'COMMIT;';
+const ROLLBACK = 'ROLLBACK; -- due to errors';
+// Room for the last statement and the line end after it.
+const TAIL_BYTES = 64;
+
+// Scans the whole dump for the error comments (in bounded memory) and checks how it ends.
+function check(): CompletenessCheck {
+  const errors = scanner(ERROR_COMMENTS);
+  const seen = edges(0, TAIL_BYTES);
+  return {
+    scope: 'stream',
+    write(chunk) {
+      errors.write(chunk);
+      seen.write(chunk);
+    },
+    verdict() {
+      const last = seen.tail().toString('latin1').trimEnd();
+      if (errors.found() !== undefined) return `sqlite3 wrote an error into the dump ("${errors.found()} …" comment): parts of the database could not be read`;
+      if (last.endsWith(ROLLBACK)) return 'the dump ends in ROLLBACK: sqlite3 counted errors while reading the database';
+      if (!last.endsWith(COMMIT)) return `the dump does not end with ${COMMIT}: sqlite3 stopped before the end`;
+      return undefined;
+    },
+  };
+}
+
+// The shell's options shared by the preflight and the dump: read-only (a missing file is an error
+// instead of a new empty database) and a busy timeout for a writer's lock.
+function shellArgs(extraArgs: readonly string[]): string[] {
+  return ['-bail', '-readonly', '-cmd', `.timeout ${BUSY_TIMEOUT_MS}`, ...extraArgs];
+}
 
 export const sqlite = {
   tools: () => ['sqlite3'],
@@ -16,22 +56,35 @@ export const sqlite = {
     const problems: string[] = [];
     if (!db.name) problems.push('DB_NAME is required for sqlite: the path of the database file');
     if (db.allDatabases) problems.push('DB_ALL_DATABASES does not apply to sqlite');
-    return problems;
+    return [...unsafeValues(db), ...problems];
   },
 
   command(db, { tool }) {
-    // -readonly: a missing file is an error instead of a new empty database.
-    return {
-      file: tool,
-      args: ['-bail', '-readonly', '-cmd', `.timeout ${BUSY_TIMEOUT_MS}`, ...db.extraArgs, db.name ?? '', '.dump'],
-      env: {},
-      files: [],
-    };
+    return { file: tool, args: [...shellArgs(db.extraArgs), db.name ?? '', '.dump'], env: {}, files: [] };
   },
 
   classify(stderr) {
     if (/unable to open database|no such file|not a database/i.test(stderr)) return 'unreachable';
     if (/permission denied|authorization denied/i.test(stderr)) return 'auth';
     return 'failed';
+  },
+
+  completeness: check,
+
+  // The file is an SQLite database (its header), and `PRAGMA quick_check` finds no damage
+  // (DB_SQLITE_QUICK_CHECK=false skips it: it reads every page, O(size of the file)).
+  async preflight(db, context) {
+    const path = db.name ?? '';
+    const head = await context.readHead(path, FILE_MAGIC.length);
+    if (typeof head === 'string') {
+      return head === 'ENOENT' ? { kind: 'unreachable', message: `DB_NAME: ${path} does not exist` } : { kind: head === 'EACCES' ? 'auth' : 'unreachable', message: `DB_NAME: cannot read ${path} (${head})` };
+    }
+    if (!head.equals(FILE_MAGIC)) return { kind: 'failed', message: `DB_NAME: ${path} is not an SQLite database (${head.length === 0 ? 'the file is empty' : 'no SQLite header'})` };
+    if (!db.sqliteQuickCheck) return undefined;
+    const quickCheck: DumpCommand = { file: context.tool, args: [...shellArgs(db.extraArgs), path, 'PRAGMA quick_check;'], env: {}, files: [] };
+    const answer = await context.ask(quickCheck);
+    if (answer.exitCode === 0 && answer.stdout.trim() === 'ok') return undefined;
+    const found = (answer.stdout.trim() || answer.stderr.trim()).split('\n').slice(0, 5).join('; ');
+    return { kind: 'failed', message: `PRAGMA quick_check on ${path} failed: ${found || `exit code ${answer.exitCode}`}` };
   },
 } satisfies DumpEngine;

@@ -1,4 +1,7 @@
 // What every database engine provides. One file per DB_TYPE implements it; registry.ts lists them.
+import type { CompletenessCheck } from './marks.ts';
+
+export type { CompletenessCheck } from './marks.ts';
 
 // The DB_* settings an engine turns into a dump command (see config.ts for where each comes from).
 export type DbConfig = {
@@ -12,6 +15,8 @@ export type DbConfig = {
   tlsCaFile: string | undefined;
   allDatabases: boolean;
   extraArgs: readonly string[];
+  // sqlite: run `PRAGMA quick_check` before the dump (DB_SQLITE_QUICK_CHECK).
+  sqliteQuickCheck: boolean;
 };
 
 // Canonical database types (`postgres` is accepted as an alias of `postgresql` in config.ts).
@@ -54,4 +59,26 @@ export type DumpEngine = {
   command(db: DbConfig, context: CommandContext): DumpCommand;
   // Reads the tool's stderr after a failure: could it not connect, was it refused, or something else?
   classify(stderr: string): 'unreachable' | 'auth' | 'failed';
+  // A fresh check of the raw dump for the tool's own marks of a complete dump (one per run).
+  completeness(db: DbConfig): CompletenessCheck;
+  // Cheap read-only questions before the dump; a problem stops the run before anything is stored.
+  preflight?(db: DbConfig, context: PreflightContext): Promise<PreflightProblem | undefined>;
 };
+
+// What a tool answered: its exit code (undefined when it could not start) and its output.
+export type ToolAnswer = { exitCode: number | undefined; stdout: string; stderr: string };
+
+// What a preflight may do, given by the run: engines stay free of process effects.
+export type PreflightContext = CommandContext & {
+  // Runs a short command (its credential files written and removed around it) and returns its answer.
+  ask(command: DumpCommand): Promise<ToolAnswer>;
+  // The first `bytes` bytes of a file, or the error code (ENOENT, EACCES, …) that kept it from being read.
+  readHead(path: string, bytes: number): Promise<Buffer | string>;
+  // The first of `names` on PATH, as a path, or undefined.
+  which(names: readonly string[]): string | undefined;
+  // Notes a preflight that could not run (a missing client, say); the dump goes ahead.
+  skipped(reason: string): void;
+};
+
+// Why the dump must not run; `kind` decides the exit code (auth → DB_AUTH, failed → DUMP_FAILED).
+export type PreflightProblem = { kind: 'auth' | 'unreachable' | 'failed'; message: string };

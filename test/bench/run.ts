@@ -130,7 +130,7 @@ async function dumpCommand(db: DbConfig, secretsDir: string, path: string): Prom
 }
 
 function dbConfig(type: DbConfig['type'], server: TestServer, name: string | undefined): DbConfig {
-  return { type, host: server.host, port: server.port, name, username: server.user, password: server.password, tls: undefined, tlsCaFile: undefined, allDatabases: false, extraArgs: [] };
+  return { type, host: server.host, port: server.port, name, username: server.user, password: server.password, tls: undefined, tlsCaFile: undefined, allDatabases: false, extraArgs: [], sqliteQuickCheck: true };
 }
 
 function jobEnvFor(db: DbConfig): Record<string, string> {

@@ -19,6 +19,7 @@ function db(overrides: Partial<DbConfig>): DbConfig {
     tlsCaFile: undefined,
     allDatabases: false,
     extraArgs: [],
+    sqliteQuickCheck: true,
     ...overrides,
   };
 }
