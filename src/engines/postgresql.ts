@@ -26,9 +26,10 @@ function check(db: DbConfig): CompletenessCheck {
   if (!db.allDatabases && !db.extraArgs.some((arg) => PLAIN_FORMAT.test(arg))) {
     return edgeCheck({
       scope: 'head',
-      head: CUSTOM_MAGIC.length,
+      // More than the magic, to show in the message what came instead.
+      head: 16,
       tail: 0,
-      judge: (head) => (head.equals(CUSTOM_MAGIC) ? undefined : `pg_dump's output does not start with "PGDMP" (a custom-format archive) but with ${printable(head)}`),
+      judge: (head) => (head.subarray(0, CUSTOM_MAGIC.length).equals(CUSTOM_MAGIC) ? undefined : `pg_dump's output does not start with "PGDMP" (a custom-format archive) but with ${printable(head)}`),
     });
   }
   const tool = db.allDatabases ? 'pg_dumpall' : 'pg_dump';
