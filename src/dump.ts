@@ -127,6 +127,7 @@ export async function runPreflight(
   context: CommandContext & { baseEnv: Readonly<Record<string, string>>; signal: AbortSignal; log: Logger; scrub: Scrub },
 ): Promise<void> {
   if (!engine.preflight) return;
+  context.log.info('preflight started');
   const ask = async (command: DumpCommand): Promise<ToolAnswer> => {
     await writeCredentialFiles(command);
     try {

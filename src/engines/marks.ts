@@ -38,26 +38,46 @@ export function edgeCheck(options: { scope: 'head' | 'stream'; head: number; tai
 
 // Finds the first of `needles` anywhere in a stream, keeping only a carry-over window of
 // (longest needle − 1) bytes between chunks, so a needle split across two chunks is still found.
+// found(): the rest of the line it starts, up to LINE_BYTES (as far as that chunk holds it).
 export function scanner(needles: readonly string[]): { write(chunk: Buffer): void; found(): string | undefined } {
   const patterns = needles.map((needle) => Buffer.from(needle, 'latin1'));
   const keep = Math.max(...patterns.map((p) => p.length)) - 1;
   let carry = Buffer.alloc(0);
-  let found: string | undefined;
+  let line: Buffer | undefined;
+  let complete = false;
+  const extend = (more: Buffer): void => {
+    line = Buffer.concat([line ?? Buffer.alloc(0), more.subarray(0, LINE_BYTES - (line?.length ?? 0))]);
+    const end = line.indexOf(0x0a);
+    if (end >= 0) line = line.subarray(0, end);
+    complete = end >= 0 || line.length >= LINE_BYTES;
+  };
   return {
     write(chunk) {
-      if (found !== undefined) return;
-      const window = carry.length > 0 ? Buffer.concat([carry, chunk.subarray(0, keep)]) : undefined;
-      for (const [index, pattern] of patterns.entries()) {
-        if (chunk.includes(pattern) || window?.includes(pattern)) {
-          found = needles[index];
-          return;
-        }
+      if (line !== undefined) {
+        if (!complete) extend(chunk);
+        return;
+      }
+      // A needle that starts in the carried bytes ends within the first `keep` bytes of this chunk.
+      const window = Buffer.concat([carry, chunk.subarray(0, keep)]);
+      const first = (bytes: Buffer) => Math.min(...patterns.map((pattern) => bytes.indexOf(pattern)).filter((index) => index >= 0));
+      const inWindow = first(window);
+      if (inWindow < carry.length) {
+        extend(Buffer.concat([window.subarray(inWindow), chunk.subarray(keep)]));
+        return;
+      }
+      const inChunk = first(chunk);
+      if (Number.isFinite(inChunk)) {
+        extend(chunk.subarray(inChunk));
+        return;
       }
       carry = chunk.length >= keep ? Buffer.from(chunk.subarray(chunk.length - keep)) : Buffer.concat([carry, chunk]).subarray(-keep);
     },
-    found: () => found,
+    found: () => line?.toString('latin1'),
   };
 }
+
+// How much of the line a found needle starts is kept for the message.
+const LINE_BYTES = 120;
 
 // `text` as printable ASCII for a message: what a dump started or ended with, never more than a few bytes.
 export function printable(bytes: Buffer): string {

@@ -106,13 +106,17 @@ function connectionArgs(db: DbConfig, defaults: string, mariadbClient: boolean):
   ];
 }
 
-// What each object kind the dump asks for needs, as privileges that satisfy it (any one, on `*` for
-// every database or on the database itself). Routine bodies: MariaDB reads them from mysql.proc,
-// MariaDB ≥ 11.3 also grants SHOW CREATE ROUTINE, MySQL ≥ 8.0.20 SHOW_ROUTINE.
+// What each object kind the dump asks for needs: any one of these privileges, each on `*` (every
+// database), on a named schema or table, or on the database dumped ('dumped'). Routine bodies: MariaDB
+// reads them from mysql.proc, MariaDB ≥ 11.3 also grants SHOW CREATE ROUTINE, MySQL ≥ 8.0.20 SHOW_ROUTINE.
 const NEEDS = [
-  { flag: 'routines', skip: '--skip-routines', grants: ['SELECT', 'SHOW CREATE ROUTINE', 'SHOW_ROUTINE'], alsoOn: ['mysql', 'mysql.proc'], privilege: 'SELECT on mysql.proc (MariaDB), SHOW CREATE ROUTINE (MariaDB ≥ 11.3) or SHOW_ROUTINE (MySQL ≥ 8.0.20)' },
-  { flag: 'triggers', skip: '--skip-triggers', grants: ['TRIGGER'], alsoOn: [], privilege: 'TRIGGER' },
-  { flag: 'events', skip: '--skip-events', grants: ['EVENT'], alsoOn: [], privilege: 'EVENT' },
+  {
+    flag: 'routines',
+    anyOf: [['SELECT', '*'], ['SELECT', 'mysql'], ['SELECT', 'mysql.proc'], ['SHOW CREATE ROUTINE', 'dumped'], ['SHOW_ROUTINE', '*']],
+    privilege: 'SELECT on mysql.proc (MariaDB), SHOW CREATE ROUTINE (MariaDB ≥ 11.3) or SHOW_ROUTINE (MySQL ≥ 8.0.20)',
+  },
+  { flag: 'triggers', anyOf: [['TRIGGER', 'dumped']], privilege: 'TRIGGER' },
+  { flag: 'events', anyOf: [['EVENT', 'dumped']], privilege: 'EVENT' },
 ] as const;
 
 // Asks the server which privileges the account holds and names any the dump needs but lacks: without
@@ -136,14 +140,14 @@ async function privilegesPreflight(db: DbConfig, context: PreflightContext, mari
   }
   const held = answer.stdout.split('\n').map((line) => line.split('\t')).filter((row): row is [string, string] => row.length === 2);
   const where = db.allDatabases ? ['*'] : ['*', db.name ?? ''];
-  const missing = NEEDS.filter((need) => !db.extraArgs.includes(need.skip)).filter(
-    (need) => !held.some(([privilege, on]) => (need.grants as readonly string[]).includes(privilege) && (where.includes(on) || (privilege === 'SELECT' && (need.alsoOn as readonly string[]).includes(on)))),
-  );
+  const holds = ([privilege, scope]: readonly [string, string]) =>
+    held.some(([p, on]) => p === privilege && (on === '*' || (scope === 'dumped' ? where.includes(on) : on === scope)));
+  const missing = NEEDS.filter((need) => !db.extraArgs.includes(`--skip-${need.flag}`)).filter((need) => !need.anyOf.some(holds));
   if (missing.length === 0) return undefined;
   const target = db.allDatabases ? 'on *.*' : `on ${db.name ?? ''}`;
   return {
     kind: 'auth',
-    message: `the account lacks ${missing.map((need) => `${need.privilege} (for --${need.flag})`).join(', ')} ${target}: the dump would silently leave those objects out. Grant it, or add ${missing.map((need) => need.skip).join(' ')} to DB_EXTRA_ARGS to dump without them`,
+    message: `the account lacks ${missing.map((need) => `${need.privilege} (for --${need.flag})`).join(', ')} ${target}: the dump would silently leave those objects out. Grant it, or add ${missing.map((need) => `--skip-${need.flag}`).join(' ')} to DB_EXTRA_ARGS to dump without them`,
   };
 }
 

@@ -32,7 +32,8 @@ function check(): CompletenessCheck {
     },
     verdict() {
       const last = seen.tail().toString('latin1').trimEnd();
-      if (errors.found() !== undefined) return `sqlite3 wrote an error into the dump ("${errors.found()} …" comment): parts of the database could not be read`;
+      const error = errors.found();
+      if (error !== undefined) return `sqlite3 wrote an error into the dump, so parts of the database could not be read: ${error}`;
       if (last.endsWith(ROLLBACK)) return 'the dump ends in ROLLBACK: sqlite3 counted errors while reading the database';
       if (!last.endsWith(COMMIT)) return `the dump does not end with ${COMMIT}: sqlite3 stopped before the end`;
       return undefined;
