@@ -13,7 +13,7 @@ import { CallbackError, DeadlineError, DumpError, PlanBError, StorageError } fro
 import { EXIT_CODES, exitNameFor } from './exit-codes.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
-import { watchRaw, watchZstdHead } from './pipeline/completeness.ts';
+import { watchRaw, watchZstd } from './pipeline/completeness.ts';
 import { holdUntilExit } from './pipeline/hold-until-exit.ts';
 import { createMeter } from './pipeline/meter.ts';
 import type { ObjectReport, RunReport } from './report.ts';
@@ -141,11 +141,11 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     facts.prepareMs = Math.round(performance.now() - prepareStart);
     signal.throwIfAborted();
 
-    // The tool's own marks of a complete dump. A check that reads the whole stream needs the raw bytes
-    // in JavaScript; one that reads only the head leaves the zstd CLI reading the dump itself.
+    const compressor = startCompressor(compression, config.backup.compressionLevel, path);
+    // The tool's own marks of a complete dump, on the raw stream: watched where it passes through
+    // JavaScript, or decoded back from zstd's output where the zstd CLI reads the dump itself.
     const check = engine.completeness(config.db);
-    const compressor = startCompressor(compression, config.backup.compressionLevel, path, { rawInJs: check.scope === 'stream' });
-    const watch = compressor?.input ? watchZstdHead(check, tool.name) : watchRaw(check, tool.name);
+    const watch = compressor?.input ? watchZstd(check, tool.name) : watchRaw(check, tool.name);
     log.info(
       { tool: facts.tool, args: command.args.map(context.scrub), compressor: compressor?.describe ?? 'none', storage: config.storage.type, bucket: config.storage.bucket, key },
       'backup started',
