@@ -2,9 +2,13 @@
 import { join } from 'node:path';
 import type { DbConfig, DumpEngine } from './types.ts';
 
+// The escapes an option file reads inside a double-quoted value: a line break must not end the value
+// (and start a new option line), a quote must not end it early.
+const OPTION_ESCAPES: Record<string, string> = { '\\': '\\\\', '"': '\\"', "'": "\\'", '\n': '\\n', '\r': '\\r', '\t': '\\t', '\b': '\\b' };
+
 // Option files take double-quoted values with backslash escapes.
-function optionFile(db: DbConfig): string {
-  const password = (db.password ?? '').replace(/[\\"]/g, (c) => `\\${c}`);
+export function optionFile(db: DbConfig): string {
+  const password = (db.password ?? '').replace(/[\\"'\n\r\t\b]/g, (c) => OPTION_ESCAPES[c] ?? c);
   return `[client]\npassword="${password}"\n`;
 }
 
@@ -38,6 +42,7 @@ export function mysqlFamily(tools: readonly string[], mariadbClient: boolean): D
       const problems: string[] = [];
       if (!db.allDatabases && !db.name) problems.push('DB_NAME is required for mysql/mariadb (or set DB_ALL_DATABASES=true)');
       if (db.allDatabases && db.name) problems.push('DB_NAME and DB_ALL_DATABASES=true exclude each other');
+      if (db.password?.includes('\0')) problems.push('DB_PASSWORD holds a NUL character, which an option file cannot carry');
       return problems;
     },
 
@@ -65,6 +70,7 @@ export function mysqlFamily(tools: readonly string[], mariadbClient: boolean): D
 
     classify(stderr) {
       if (/Access denied|\b(1044|1045|1227)\b|authentication plugin/i.test(stderr)) return 'auth';
+      if (/Unknown database|\b1049\b|unknown (option|variable)|option '.*' requires an argument|ambiguous option|Got error: 1102|Incorrect database name/i.test(stderr)) return 'invalid';
       if (/Can't connect|Unknown (MySQL|MariaDB) server host|Lost connection|\b(2002|2003|2005|2013)\b|Connection refused/i.test(stderr)) return 'unreachable';
       return 'failed';
     },

@@ -53,6 +53,7 @@ export const postgresql = {
 
   classify(stderr) {
     if (/password authentication failed|no password supplied|permission denied|pg_hba\.conf|role ".*" does not exist|authentication failed/i.test(stderr)) return 'auth';
+    if (/database ".*" does not exist|invalid option|unrecognized option|too many command-line arguments|option requires an argument|invalid argument/i.test(stderr)) return 'invalid';
     if (/could not connect|connection refused|could not translate host name|timeout expired|Connection timed out|server closed the connection|No route to host|Network is unreachable/i.test(stderr)) return 'unreachable';
     return 'failed';
   },

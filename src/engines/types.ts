@@ -52,6 +52,7 @@ export type DumpEngine = {
   validate(db: DbConfig): string[];
   // Pure: the same settings and context always give the same command.
   command(db: DbConfig, context: CommandContext): DumpCommand;
-  // Reads the tool's stderr after a failure: could it not connect, was it refused, or something else?
-  classify(stderr: string): 'unreachable' | 'auth' | 'failed';
+  // Reads the tool's stderr after a failure: could it not connect, was it refused, was the request
+  // itself wrong (no such database, an unknown option: no retry helps), or something else?
+  classify(stderr: string): 'unreachable' | 'auth' | 'invalid' | 'failed';
 };
