@@ -161,8 +161,10 @@ export function loadConfig(source: Env): Config {
     }
   }
 
+  // envalid takes an empty value as given; an empty bucket would be the current folder for local.
+  if (base.STORAGE_BUCKET === '') problems.push('STORAGE_BUCKET is required (it is empty)');
   const prefix = normalizePrefix(base.BACKUP_PATH, problems);
-  if (driver && driverSettingsValid && base.STORAGE_BUCKET !== undefined) {
+  if (driver && driverSettingsValid && base.STORAGE_BUCKET) {
     // A target checks the combinations of its settings when it opens (without any request): now,
     // so that they fail with everything else, before the dump.
     try {
@@ -221,9 +223,16 @@ export function loadConfig(source: Env): Config {
       TOOL_ENV.map((name) => [name, env[name]]).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
     ),
     secrets: secretNames.map((name) => env[name]).filter((value): value is string => typeof value === 'string' && value.length > 0)
-      .flatMap((value) => [value, ...value.split(/\s+/).filter((part) => part.length >= 8)]),
+      .flatMap((value) => [value, ...value.split(/\s+/).filter((part) => part.length >= 8), ...linesOf(value)]),
     warnings,
   };
+}
+
+// The lines of a multi-line secret: a tool's stderr is read line by line, so a secret with a line
+// break can only ever be matched there piece by piece.
+function linesOf(value: string): string[] {
+  const lines = value.split(/\r?\n/);
+  return lines.length > 1 ? lines : [];
 }
 
 // Every secret variable that may be given as X_FILE, from the base contract and every storage target.

@@ -106,12 +106,13 @@ export function startDump(
     cleanup: true,
   });
 
+  // Kept unscrubbed until joined: a secret with a line break is then matched whole.
   const tail: string[] = [];
   const stderrClosed = readLines(child.stderr, (raw, cutBytes) => {
-    const line = options.scrub(raw) + (cutBytes > 0 ? ` […${cutBytes} more bytes cut]` : '');
-    tail.push(line);
+    const mark = cutBytes > 0 ? ` […${cutBytes} more bytes cut]` : '';
+    tail.push(raw + mark);
     if (tail.length > STDERR_TAIL_LINES) tail.shift();
-    return line;
+    return options.scrub(raw) + mark;
   }, {
     line: (line) => options.log.info({ tool: command.file, stderr: line }, 'dump tool stderr'),
     suppressed: (count) => options.log.warn({ tool: command.file, suppressedLines: count }, `dump tool stderr: ${count} more lines not logged (more than ${MAX_STDERR_LINES_PER_SECOND} a second; the last ${STDERR_TAIL_LINES} are in the error)`),
@@ -124,7 +125,7 @@ export function startDump(
       if (result.exitCode === 0) return;
       throw new DumpError(`${command.file} was stopped`, { kind: 'failed', exitCode: result.exitCode, signal: result.signal });
     }
-    const stderrTail = tail.join('\n');
+    const stderrTail = options.scrub(tail.join('\n'));
     if (result.failed && result.exitCode === undefined && result.signal === undefined) {
       const missing = (result.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
       throw new DumpError(`${command.file} could not start: ${options.scrub(result.shortMessage ?? 'unknown error')}`, { kind: missing ? 'missing-tool' : 'failed', stderrTail });
