@@ -6,8 +6,8 @@ const REDACTED = '[redacted]';
 // Shorter secrets are not scrubbed from text: replacing `e` or `abc` wherever it stands would garble
 // the log ("us[redacted]r") and, by the pattern of the garbling, tell the secret.
 export const MIN_SCRUBBED_SECRET_LENGTH = 4;
-// A secret counts as present only where it stands whole: not inside a longer run of letters and digits.
-const WORD = /[\p{L}\p{N}]/u;
+// A secret counts as present only where it stands whole: not inside a longer run of letters, digits and _.
+const WORD = /[\p{L}\p{N}_]/u;
 
 // Replaces every whole occurrence of each secret (longest first, so a secret containing another
 // goes whole). "Whole": the characters around it are not letters or digits that would extend it.

@@ -1,6 +1,6 @@
 // Runs the bundled job (dist/main.js) as a child process, the way a scheduler does, and collects
 // its exit, its JSON log lines and its peak memory.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +28,8 @@ export type JobResult = {
 export type JobOptions = {
   // Called for every log line; may return a signal to send to the job (e.g. once the dump started).
   onLine?: (line: LogLine) => NodeJS.Signals | undefined;
+  // Called once the job process exists (e.g. to kill it when something appears on disk).
+  onSpawn?: (child: ChildProcess) => void;
 };
 
 // A directory holding the fake dump tool under the given names, to put first on PATH.
@@ -57,6 +59,7 @@ async function spawnJob(env: Record<string, string>, options: JobOptions): Promi
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  options.onSpawn?.(child);
   let stdout = '';
   let stderr = '';
   let peakRss = 0;
