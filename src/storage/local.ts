@@ -74,6 +74,8 @@ export const local = {
       kind = statSync(root).isDirectory() ? 'folder' : 'file';
     } catch (error) {
       // ENOTDIR: a file stands where a parent folder should be. Anything else: created on the first upload.
+      const problem = folderProblem(error, root);
+      if (problem && (error as NodeJS.ErrnoException).code !== 'ENOTDIR') throw problem;
       kind = (error as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'file' : 'missing';
     }
     if (kind === 'file') throw new ConfigError([`STORAGE_BUCKET: ${root} (or a folder above it) is a file; for STORAGE_TYPE=local it must be a folder`]);

@@ -98,6 +98,7 @@ const CASES: Case[] = [
   config('STORAGE_BUCKET missing', () => base({ STORAGE_BUCKET: '' }), /STORAGE_BUCKET is required/),
   config('a local STORAGE_BUCKET that is a file', () => base({ STORAGE_BUCKET: plainFile }), /STORAGE_BUCKET: .* is a file; for STORAGE_TYPE=local it must be a folder/),
   config('a local STORAGE_BUCKET under a file', () => base({ STORAGE_BUCKET: join(plainFile, 'sub') }), /STORAGE_BUCKET: .* is a file/),
+  config('a local STORAGE_BUCKET longer than the filesystem allows', () => base({ STORAGE_BUCKET: join(work, 'deep/'.repeat(900)) }), /STORAGE_BUCKET\/BACKUP_PATH: the path under .* is too long for this filesystem/),
   config('BACKUP_PATH escaping the bucket', () => base({ BACKUP_PATH: '../etc' }), /BACKUP_PATH must be relative/),
   config('BACKUP_PATH with a folder name longer than a filesystem allows', () => base({ BACKUP_PATH: 'x'.repeat(300) }), /BACKUP_PATH is too long/),
   config('BACKUP_COMPRESSION unknown', () => base({ BACKUP_COMPRESSION: 'lz4' }), /BACKUP_COMPRESSION/),
