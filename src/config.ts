@@ -1,9 +1,10 @@
 // The only reader of the environment. Turns DB_*, STORAGE_*, BACKUP_*, CALLBACK_* and the platform's
 // own variables into one typed Config, or throws a ConfigError naming every bad variable at once.
-import { readFileSync } from 'node:fs';
-import { bool, cleanEnv, EnvMissingError, num, str, url } from 'envalid';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { bool, cleanEnv, EnvMissingError, num, str } from 'envalid';
 import { ConfigError } from './errors.ts';
-import { count, duration, list, size, stringMap } from './config-specs.ts';
+import { redactValue } from './redact.ts';
+import { count, duration, durationUpTo, headerMap, httpUrl, list, size } from './config-specs.ts';
 import { ENGINES } from './engines/registry.ts';
 import { DB_TYPES, TLS_MODES, type Compression, type DbConfig, type DbType } from './engines/types.ts';
 import { STORAGE_DRIVERS, STORAGE_TYPES, type StorageType } from './storage/registry.ts';
@@ -13,12 +14,20 @@ import type { CommonStorageSettings } from './storage/types.ts';
 // a generic *_FILE reader would let anyone who sets variables read any file.
 const BASE_SECRETS = ['DB_PASSWORD', 'CALLBACK_SECRET'] as const;
 
+// No byte stored for this long means the store stopped answering: fail (and release the database)
+// instead of holding the dump's transaction open until BACKUP_TIMEOUT or the platform's own timeout.
+const DEFAULT_STALL_TIMEOUT_MS = 5 * 60_000;
+// A store that accepts no byte for hours is down; a longer setting would only hide that.
+const stallTimeout = durationUpTo(6 * 3_600_000, '6h');
+
 // Where the backup goes and how it is shaped.
 export type BackupConfig = {
   prefix: string;
   compression: Compression;
   compressionLevel: number | undefined;
   timeoutMs: number | undefined;
+  // Longest time with bytes waiting and none accepted by the store (BACKUP_STALL_TIMEOUT).
+  stallTimeoutMs: number;
   expectedSize: number | undefined;
 };
 
@@ -51,6 +60,8 @@ export type Config = {
   toolEnv: Readonly<Record<string, string>>;
   // Literal secret values, to scrub from any text that leaves the process.
   secrets: readonly string[];
+  // Not fatal, for the log: variables with our prefixes that nothing reads (a typo, most likely).
+  warnings: readonly string[];
 };
 
 // Variables the dump tool inherits from ours: enough to find binaries and speak the locale.
@@ -67,10 +78,7 @@ export function loadConfig(source: Env): Config {
 
   // Spread: envalid's strict proxy throws on reading a variable that failed validation; we want to
   // carry on and collect every problem, so keep a plain copy of what did validate.
-  const base = {
-    ...cleanEnv(
-    env,
-    {
+  const baseSpec = {
       DB_TYPE: str({ choices: [...DB_TYPES, ...Object.keys(DB_TYPE_ALIASES)], desc: 'database type' }),
       DB_HOST: str({ default: undefined }),
       DB_PORT: num({ default: undefined }),
@@ -84,18 +92,19 @@ export function loadConfig(source: Env): Config {
       DB_SQLITE_QUICK_CHECK: bool({ default: true }),
       STORAGE_TYPE: str({ choices: STORAGE_TYPES }),
       STORAGE_BUCKET: str(),
-      STORAGE_ENDPOINT: url({ default: undefined }),
+      STORAGE_ENDPOINT: httpUrl({ default: undefined }),
       STORAGE_REGION: str({ default: undefined }),
       BACKUP_PATH: str({ default: '' }),
       BACKUP_COMPRESSION: str({ choices: ['zstd', 'gzip', 'none'] as const, default: 'zstd' }),
       BACKUP_COMPRESSION_LEVEL: num({ default: undefined }),
       BACKUP_TIMEOUT: duration({ default: undefined }),
+      BACKUP_STALL_TIMEOUT: stallTimeout({ default: DEFAULT_STALL_TIMEOUT_MS }),
       BACKUP_EXPECTED_SIZE: size({ default: undefined }),
-      CALLBACK_URL: url({ default: undefined }),
+      CALLBACK_URL: httpUrl({ default: undefined }),
       CALLBACK_SECRET: str({ default: undefined }),
       CALLBACK_TIMEOUT: duration({ default: 15_000 }),
       CALLBACK_RETRIES: count({ default: 5 }),
-      CALLBACK_HEADERS: stringMap({ default: {} }),
+      CALLBACK_HEADERS: headerMap({ default: {} }),
       LOG_LEVEL: str({ choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info' }),
       CLOUD_RUN_JOB: str({ default: undefined }),
       CLOUD_RUN_EXECUTION: str({ default: undefined }),
@@ -104,14 +113,16 @@ export function loadConfig(source: Env): Config {
       K8S_NAMESPACE: str({ default: undefined }),
       K8S_POD_NAME: str({ default: undefined }),
       K8S_JOB_NAME: str({ default: undefined }),
-    },
-    { reporter: ({ errors }) => problems.push(...describe(errors)) },
-    ),
   };
+  const report = (errors: Partial<Record<string, Error>>) => problems.push(...describe(errors, env));
+  const base = { ...cleanEnv(env, baseSpec, { reporter: ({ errors }) => report(errors) }) };
+  const warnings = unknownVariables(source, [...Object.keys(baseSpec), ...Object.values(STORAGE_DRIVERS).flatMap((d) => Object.keys(d.env))]);
 
   const storageType = base.STORAGE_TYPE as StorageType | undefined;
   const driver = storageType ? STORAGE_DRIVERS[storageType] : undefined;
-  const settings = driver ? { ...cleanEnv(env, driver.env, { reporter: ({ errors }) => problems.push(...describe(errors)) }) } : {};
+  const problemsBeforeDriver = problems.length;
+  const settings = driver ? { ...cleanEnv(env, driver.env, { reporter: ({ errors }) => report(errors) }) } : {};
+  const driverSettingsValid = problems.length === problemsBeforeDriver;
 
   const dbType = base.DB_TYPE ? (DB_TYPE_ALIASES[base.DB_TYPE] ?? (base.DB_TYPE as DbType)) : undefined;
   const engine = dbType ? ENGINES[dbType] : undefined;
@@ -129,6 +140,11 @@ export function loadConfig(source: Env): Config {
     sqliteQuickCheck: base.DB_SQLITE_QUICK_CHECK,
   };
   if (engine) problems.push(...engine.validate(db));
+  // A connection string would put its password in the log and in the object key, and would override
+  // the DB_* settings behind their back.
+  if (db.name !== undefined && (/^[a-z][a-z0-9+.-]*:\/\//i.test(db.name) || (dbType === 'postgresql' && db.name.includes('=')))) {
+    problems.push('DB_NAME looks like a connection string; give the database name only, and the server and credentials in DB_HOST, DB_PORT, DB_USERNAME and DB_PASSWORD');
+  }
   if (db.port !== undefined && (!Number.isInteger(db.port) || db.port < 1 || db.port > 65_535)) {
     problems.push(`DB_PORT: ${db.port} is not a TCP port (1-65535)`);
   }
@@ -147,9 +163,21 @@ export function loadConfig(source: Env): Config {
     }
   }
 
+  // envalid takes an empty value as given; an empty bucket would be the current folder for local.
+  if (base.STORAGE_BUCKET === '') problems.push('STORAGE_BUCKET is required (it is empty)');
   const prefix = normalizePrefix(base.BACKUP_PATH, problems);
+  if (driver && driverSettingsValid && base.STORAGE_BUCKET) {
+    // A target checks the combinations of its settings when it opens (without any request): now,
+    // so that they fail with everything else, before the dump.
+    try {
+      driver.open({ bucket: base.STORAGE_BUCKET, endpoint: base.STORAGE_ENDPOINT, region: base.STORAGE_REGION }, settings);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(...error.problems);
+    }
+  }
 
-  if (problems.length > 0 || !storageType || !dbType) throw new ConfigError(problems);
+  if (problems.length > 0 || !storageType || !dbType) throw new ConfigError(problems, warnings);
 
   const secretNames = [...BASE_SECRETS, ...Object.values(STORAGE_DRIVERS).flatMap((d) => d.secrets)];
   return {
@@ -166,6 +194,7 @@ export function loadConfig(source: Env): Config {
       compression: base.BACKUP_COMPRESSION,
       compressionLevel,
       timeoutMs: base.BACKUP_TIMEOUT,
+      stallTimeoutMs: base.BACKUP_STALL_TIMEOUT,
       expectedSize: base.BACKUP_EXPECTED_SIZE,
     },
     callback:
@@ -196,14 +225,26 @@ export function loadConfig(source: Env): Config {
       TOOL_ENV.map((name) => [name, env[name]]).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
     ),
     secrets: secretNames.map((name) => env[name]).filter((value): value is string => typeof value === 'string' && value.length > 0)
-      .flatMap((value) => [value, ...value.split(/\s+/).filter((part) => part.length >= 8)]),
+      .flatMap((value) => [value, ...value.split(/\s+/).filter((part) => part.length >= 8), ...linesOf(value)]),
+    warnings,
   };
+}
+
+// The lines of a multi-line secret: a tool's stderr is read line by line, so a secret with a line
+// break can only ever be matched there piece by piece.
+function linesOf(value: string): string[] {
+  const lines = value.split(/\r?\n/);
+  return lines.length > 1 ? lines : [];
 }
 
 // Every secret variable that may be given as X_FILE, from the base contract and every storage target.
 export function secretVariables(): string[] {
   return [...BASE_SECRETS, ...Object.values(STORAGE_DRIVERS).flatMap((d) => d.secrets)];
 }
+
+// A secret file is a key, a password or a service account's JSON: a few KiB. Anything larger is a
+// wrong path, and reading it whole would grow the job without bound (think /dev/zero).
+const MAX_SECRET_FILE_BYTES = 64 * 1024;
 
 // Copies the environment, replacing each allowed X_FILE with the file's content as X.
 function resolveSecretFiles(source: Env, problems: string[]): Record<string, string | undefined> {
@@ -215,22 +256,85 @@ function resolveSecretFiles(source: Env, problems: string[]): Record<string, str
       problems.push(`${name} and ${name}_FILE are both set; set only one`);
       continue;
     }
-    try {
-      env[name] = readFileSync(path, 'utf8').replace(/\r?\n$/, '');
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code ?? 'unreadable';
-      problems.push(`${name}_FILE: cannot read ${path} (${code})`);
-    }
+    const content = readSecretFile(path);
+    if (typeof content === 'string') env[name] = content.replace(/\r?\n$/, '');
+    else problems.push(`${name}_FILE: cannot read ${path} (${content.problem})`);
   }
   return env;
 }
 
-// envalid's errors as one line per variable; never echoes the value (it may be a secret).
-function describe(errors: Partial<Record<string, Error>>): string[] {
-  return Object.entries(errors).map(([name, error]) =>
-    error instanceof EnvMissingError || !error?.message ? `${name} is required` : `${name}: ${error.message}`,
-  );
+// Reads a regular file of at most MAX_SECRET_FILE_BYTES. Opened without blocking, so a FIFO or a
+// device never holds up the start (a FIFO with no writer would wait forever, signals or not).
+function readSecretFile(path: string): string | { problem: string } {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) return { problem: 'not a regular file' };
+    if (stat.size > MAX_SECRET_FILE_BYTES) return { problem: `larger than ${MAX_SECRET_FILE_BYTES / 1024} KiB` };
+    const buffer = Buffer.alloc(MAX_SECRET_FILE_BYTES + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const read = readSync(fd, buffer, length, buffer.length - length, null);
+      if (read === 0) break;
+      length += read;
+    }
+    if (length > MAX_SECRET_FILE_BYTES) return { problem: `larger than ${MAX_SECRET_FILE_BYTES / 1024} KiB` };
+    return buffer.subarray(0, length).toString('utf8');
+  } catch (error) {
+    return { problem: (error as NodeJS.ErrnoException).code ?? 'unreadable' };
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
+
+// envalid's errors as one line per variable. A value is echoed only through redactValue: never a
+// secret's, and a URL without its credentials and query.
+function describe(errors: Partial<Record<string, Error>>, env: Env): string[] {
+  return Object.entries(errors).map(([name, error]) => {
+    if (error instanceof EnvMissingError || !error?.message) return `${name} is required`;
+    const value = env[name];
+    const message = value ? error.message.split(value).join(redactValue(name, value, secretVariables())) : error.message;
+    return `${name}: ${message}`;
+  });
+}
+
+// Variables the platform sets that share our prefixes but are not ours to read.
+const PLATFORM_VARIABLES = ['JOB_COMPLETION_INDEX'];
+// Prefixes of the variables this job reads: an unknown one with these is most likely a typo.
+const PREFIXES = ['DB_', 'STORAGE_', 'BACKUP_', 'CALLBACK_', 'LOG_', 'RESTORE_', 'JOB_', 'GCS_', 'AZURE_STORAGE_'];
+
+// One warning per variable that has our prefixes but that nothing reads, naming the closest known one.
+function unknownVariables(source: Env, read: readonly string[]): string[] {
+  const known = new Set([...read, ...secretVariables().map((name) => `${name}_FILE`), ...PLATFORM_VARIABLES]);
+  return Object.keys(source)
+    .filter((name) => PREFIXES.some((prefix) => name.startsWith(prefix)) && !known.has(name))
+    .sort()
+    .map((name) => {
+      const closest = [...known].reduce((best, candidate) => (editDistance(name, candidate) < editDistance(name, best) ? candidate : best));
+      return `${name} is not a variable Plan B reads (ignored); did you mean ${closest}?`;
+    });
+}
+
+// Optimal string alignment distance: insertions, deletions, substitutions and swaps of neighbours.
+function editDistance(a: string, b: string): number {
+  const rows = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i += 1) {
+    for (let j = 1; j <= b.length; j += 1) {
+      const row = rows[i]!;
+      const previous = rows[i - 1]!;
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) row[j] = Math.min(row[j]!, rows[i - 2]![j - 2]! + 1);
+    }
+  }
+  return rows[a.length]![b.length]!;
+}
+
+// Object keys may be 1024 bytes on every store; the file name we add to the prefix takes up to 128.
+const MAX_PREFIX_BYTES = 1024 - 128;
+// A path segment (a folder of the local target) may be 255 bytes on common filesystems.
+const MAX_SEGMENT_BYTES = 255;
 
 // BACKUP_PATH is a folder-like prefix: no leading slash, no `..`, always ending in `/` when set.
 function normalizePrefix(path: string, problems: string[]): string {
@@ -238,6 +342,10 @@ function normalizePrefix(path: string, problems: string[]): string {
   if (trimmed === '') return '';
   if (trimmed.startsWith('/') || trimmed.split('/').some((segment) => segment === '..' || segment === '.')) {
     problems.push('BACKUP_PATH must be relative (no leading /) and contain no . or .. segments');
+    return '';
+  }
+  if (Buffer.byteLength(trimmed) > MAX_PREFIX_BYTES || trimmed.split('/').some((segment) => Buffer.byteLength(segment) > MAX_SEGMENT_BYTES)) {
+    problems.push(`BACKUP_PATH is too long (at most ${MAX_PREFIX_BYTES} bytes, ${MAX_SEGMENT_BYTES} per folder name)`);
     return '';
   }
   return trimmed.endsWith('/') ? trimmed : `${trimmed}/`;

@@ -1,14 +1,16 @@
 // Starts the dump tool as a child process: credential files written 0600 in a private temp dir and
-// removed on every exit path, a minimal environment, stderr logged (scrubbed), and an `exited`
-// promise that rejects with a DumpError naming the failure and carrying the stderr tail.
-import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+// removed on every exit path the process lives through (a SIGKILLed run's directory is removed by the
+// next run, see leftovers.ts), a minimal environment, stderr logged (scrubbed, each line capped, the
+// rate limited), and an `exited` promise that rejects with a DumpError naming the failure and
+// carrying the stderr tail.
+import { mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { execa } from 'execa';
-import { DumpError } from './errors.ts';
+import { ConfigError, DumpError } from './errors.ts';
 import type { CommandContext, DbConfig, DumpCommand, DumpEngine, ToolAnswer } from './engines/types.ts';
+import { OWNER_TAG_PATTERN, ownerIsGone, ownerTag } from './leftovers.ts';
 import type { Logger } from './log.ts';
 import { which } from './which.ts';
 
@@ -23,6 +25,13 @@ const VERSION_TIMEOUT_MS = 5_000;
 const PREFLIGHT_TIMEOUT_MS = 10 * 60_000;
 // Output of a preflight kept for judging it: its answers are a few lines.
 const PREFLIGHT_OUTPUT_BYTES = 64 * 1024;
+// A stderr line is kept and logged up to this many bytes; the rest is dropped and the cut marked.
+export const MAX_STDERR_LINE_BYTES = 8 * 1024;
+// At most this many stderr lines are logged per second; the others are counted in one summary line.
+export const MAX_STDERR_LINES_PER_SECOND = 20;
+// `planb-secrets-<owner>-XXXXXX` in TMPDIR (mkdtemp adds the six characters).
+const SECRETS_DIR_PREFIX = 'planb-secrets-';
+const SECRETS_DIR = new RegExp(`^${SECRETS_DIR_PREFIX}(${OWNER_TAG_PATTERN})-[A-Za-z0-9]{6}$`);
 
 export type RunningDump = {
   // The tool's output; undefined when it writes straight into `options.stdout`.
@@ -38,13 +47,36 @@ export type RunningDump = {
 export type Scrub = (text: string) => string;
 
 // Creates the private directory for credential files; the caller removes it with removeSecretsDir.
-export async function createSecretsDir(): Promise<string> {
-  return mkdtemp(join(tmpdir(), 'planb-'));
+// Removes first the directories of earlier runs on this host that were killed before they could.
+// A TMPDIR that is missing, read-only or full is a configuration problem of the container.
+export async function createSecretsDir(log: Logger): Promise<string> {
+  const parent = tmpdir();
+  for (const name of await readdir(parent).catch(() => [] as string[])) {
+    const owner = SECRETS_DIR.exec(name)?.[1];
+    if (owner === undefined || !ownerIsGone(owner)) continue;
+    await rm(join(parent, name), { recursive: true, force: true }).then(
+      () => log.info({ dir: join(parent, name) }, 'removed the credentials directory of an earlier run that was killed'),
+      (error: unknown) => log.warn({ err: error, dir: join(parent, name) }, 'could not remove the credentials directory of an earlier run'),
+    );
+  }
+  try {
+    return await mkdtemp(join(parent, `${SECRETS_DIR_PREFIX}${ownerTag()}-`));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'unknown error';
+    const why = code === 'ENOSPC' || code === 'EDQUOT' ? 'is full' : code === 'ENOENT' ? 'does not exist' : 'is not a writable folder';
+    throw new ConfigError([`TMPDIR: ${parent} ${why} (${code}); the job needs a few KiB of writable temporary space there`]);
+  }
 }
 
-// Writes the command's credential files (mode 0600) into their directory.
+// Writes the command's credential files (mode 0600) into their directory; a full TMPDIR is named.
 export async function writeCredentialFiles(command: DumpCommand): Promise<void> {
-  for (const file of command.files) await writeFile(file.path, file.content, { mode: 0o600, flag: 'wx' });
+  for (const file of command.files) {
+    await writeFile(file.path, file.content, { mode: 0o600, flag: 'wx' }).catch((error: unknown) => {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOSPC' || code === 'EDQUOT') throw new ConfigError([`TMPDIR: ${tmpdir()} is full (${code}); the job needs a few KiB of writable temporary space there`]);
+      throw error;
+    });
+  }
 }
 
 // Removes the credential directory; a failure is logged, never thrown over the run's own outcome.
@@ -80,15 +112,17 @@ export function startDump(
     cleanup: true,
   });
 
+  // Kept unscrubbed until joined: a secret with a line break is then matched whole.
   const tail: string[] = [];
-  const lines = createInterface({ input: child.stderr });
-  lines.on('line', (raw) => {
-    const line = options.scrub(raw);
-    tail.push(line);
+  const stderrClosed = readLines(child.stderr, (raw, cutBytes) => {
+    const mark = cutBytes > 0 ? ` […${cutBytes} more bytes cut]` : '';
+    tail.push(raw + mark);
     if (tail.length > STDERR_TAIL_LINES) tail.shift();
-    options.log.info({ tool: command.file, stderr: line }, 'dump tool stderr');
+    return options.scrub(raw) + mark;
+  }, {
+    line: (line) => options.log.info({ tool: command.file, stderr: line }, 'dump tool stderr'),
+    suppressed: (count) => options.log.warn({ tool: command.file, suppressedLines: count }, `dump tool stderr: ${count} more lines not logged (more than ${MAX_STDERR_LINES_PER_SECOND} a second; the last ${STDERR_TAIL_LINES} are in the error)`),
   });
-  const stderrClosed = new Promise<void>((resolve) => lines.once('close', resolve));
 
   const exited = (async () => {
     const result = await child;
@@ -97,7 +131,7 @@ export function startDump(
       if (result.exitCode === 0) return;
       throw new DumpError(`${command.file} was stopped`, { kind: 'failed', exitCode: result.exitCode, signal: result.signal });
     }
-    const stderrTail = tail.join('\n');
+    const stderrTail = options.scrub(tail.join('\n'));
     if (result.failed && result.exitCode === undefined && result.signal === undefined) {
       const missing = (result.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
       throw new DumpError(`${command.file} could not start: ${options.scrub(result.shortMessage ?? 'unknown error')}`, { kind: missing ? 'missing-tool' : 'failed', stderrTail });
@@ -168,4 +202,68 @@ export async function runPreflight(
   context.signal.throwIfAborted();
   if (problem) throw new DumpError(context.scrub(`preflight: ${problem.message}`), { kind: problem.kind });
   context.log.info('preflight passed');
+}
+
+// Splits a stream into lines without ever holding more than MAX_STDERR_LINE_BYTES of one line
+// (the rest of a longer line is counted, not kept), and logs at most MAX_STDERR_LINES_PER_SECOND
+// lines a second, summarising the others. Resolves when the stream has ended.
+function readLines(
+  input: Readable | null,
+  accept: (text: string, cutBytes: number) => string,
+  report: { line(text: string): void; suppressed(count: number): void },
+): Promise<void> {
+  if (!input) return Promise.resolve();
+  let parts: Buffer[] = [];
+  let kept = 0;
+  let cut = 0;
+  let second = 0;
+  let inSecond = 0;
+  let suppressed = 0;
+  const flushSuppressed = () => {
+    if (suppressed > 0) report.suppressed(suppressed);
+    suppressed = 0;
+  };
+  const emit = () => {
+    const text = Buffer.concat(parts).toString('utf8').replace(/\r$/, '');
+    const line = accept(text, cut);
+    parts = [];
+    kept = 0;
+    cut = 0;
+    const now = Math.floor(performance.now() / 1000);
+    if (now !== second) {
+      flushSuppressed();
+      second = now;
+      inSecond = 0;
+    }
+    inSecond += 1;
+    if (inSecond <= MAX_STDERR_LINES_PER_SECOND) report.line(line);
+    else suppressed += 1;
+  };
+  const add = (piece: Buffer) => {
+    const room = MAX_STDERR_LINE_BYTES - kept;
+    if (piece.length <= room) {
+      parts.push(piece);
+      kept += piece.length;
+    } else {
+      if (room > 0) parts.push(piece.subarray(0, room));
+      kept += Math.max(0, room);
+      cut += piece.length - Math.max(0, room);
+    }
+  };
+  input.on('data', (chunk: Buffer) => {
+    let start = 0;
+    for (let newline = chunk.indexOf(10); newline >= 0; newline = chunk.indexOf(10, start)) {
+      add(chunk.subarray(start, newline));
+      emit();
+      start = newline + 1;
+    }
+    if (start < chunk.length) add(Buffer.from(chunk.subarray(start)));
+  });
+  return new Promise((resolve) => {
+    input.once('close', () => {
+      if (kept > 0 || cut > 0) emit();
+      flushSuppressed();
+      resolve();
+    });
+  });
 }

@@ -15,17 +15,21 @@ export class PlanBError extends Error {
 }
 
 // Configuration is missing or invalid; `problems` names every bad variable.
+// `warnings` (not fatal: unknown variables) are logged beside it.
 export class ConfigError extends PlanBError {
   readonly problems: readonly string[];
-  constructor(problems: readonly string[]) {
+  readonly warnings: readonly string[];
+  constructor(problems: readonly string[], warnings: readonly string[] = []) {
     super('config', `invalid configuration:\n  - ${problems.join('\n  - ')}`);
     this.problems = problems;
+    this.warnings = warnings;
   }
 }
 
 // How a dump failed, as far as the tool's exit and stderr tell; `incomplete`: the tool exited 0 but its
-// output lacks the marks of a complete dump (or a preflight found the database damaged).
-export type DumpFailure = 'unreachable' | 'auth' | 'failed' | 'empty' | 'incomplete' | 'missing-tool';
+// output lacks the marks of a complete dump (or a preflight found the database damaged); `invalid`: the
+// tool refused the request itself (no such database, an unknown option), which no retry fixes.
+export type DumpFailure = 'unreachable' | 'auth' | 'invalid' | 'failed' | 'empty' | 'incomplete' | 'missing-tool';
 
 // The dump tool (or the compressor fed by it) failed: non-zero exit, death by signal, no output.
 export class DumpError extends PlanBError {

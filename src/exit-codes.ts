@@ -18,6 +18,7 @@ export type Retry = 'retry' | 'fail';
 export const EXIT_CODES = {
   OK: { code: 0, retry: 'fail', meaning: 'Backup stored and, if configured, the callback delivered.' },
   DUMP_FAILED: { code: 65, retry: 'retry', meaning: 'The dump tool or the compressor failed: non-zero exit, killed, no output, or a dump without its marks of completeness.' },
+  DB_INVALID: { code: 66, retry: 'fail', meaning: 'The dump tool refused the request itself: no such database, or an option in DB_EXTRA_ARGS it does not accept.' },
   DB_UNREACHABLE: { code: 69, retry: 'retry', meaning: 'The database could not be reached (connection refused, DNS, timeout).' },
   INTERNAL: { code: 70, retry: 'fail', meaning: 'A bug in Plan B: an unexpected error. Please report it with the log.' },
   STORAGE_DENIED: { code: 73, retry: 'fail', meaning: 'Storage refused the credentials or the permission (bucket missing, 401/403).' },
@@ -44,6 +45,8 @@ export function exitNameFor(error: unknown): ExitName {
         return 'DB_UNREACHABLE';
       case 'auth':
         return 'DB_AUTH';
+      case 'invalid':
+        return 'DB_INVALID';
       case 'missing-tool':
         return 'INTERNAL';
       case 'failed':

@@ -1,5 +1,7 @@
 // The only file that touches the process: environment → config → run → exit code; signal handlers;
 // the last-resort handlers for bugs. Everything else is in run.ts and below.
+// First: refuse an older Node.js before any other module runs.
+import './require-node.ts';
 import { loadConfig } from './config.ts';
 import { ConfigError, InterruptedError } from './errors.ts';
 import { EXIT_CODES, exitCodeFor } from './exit-codes.ts';
@@ -47,10 +49,12 @@ async function main(): Promise<number> {
     config = loadConfig(process.env);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
+    for (const warning of error.warnings) log.warn(warning);
     log.fatal({ problems: error.problems, exitCode: EXIT_CODES.CONFIG.code }, error.message);
     return EXIT_CODES.CONFIG.code;
   }
   log = createLogger({ level: config.logLevel, base: platformFields(config.platform) });
+  for (const warning of config.warnings) log.warn(warning);
   const report = await runBackup(config, { log, signal: controller.signal });
   if (log.isLevelEnabled('debug')) log.debug({ memory: memoryAtExit() }, 'memory at exit');
   return report.exitCode;

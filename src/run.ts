@@ -9,16 +9,18 @@ import type { Config } from './config.ts';
 import { createSecretsDir, removeSecretsDir, runPreflight, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
 import type { DbConfig } from './engines/types.ts';
-import { CallbackError, DeadlineError, DumpError, PlanBError, StorageError } from './errors.ts';
+import { CallbackError, ConfigError, DeadlineError, DumpError, PlanBError, StorageError } from './errors.ts';
 import { EXIT_CODES, exitNameFor } from './exit-codes.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
 import { watchRaw, watchZstd } from './pipeline/completeness.ts';
 import { holdUntilExit } from './pipeline/hold-until-exit.ts';
 import { createMeter } from './pipeline/meter.ts';
+import { watchStall } from './pipeline/stall.ts';
+import { scrubSecrets } from './redact.ts';
 import type { ObjectReport, RunReport } from './report.ts';
 import { STORAGE_DRIVERS } from './storage/registry.ts';
-import { formatBytes } from './units.ts';
+import { formatBytes, formatDuration } from './units.ts';
 import { which } from './which.ts';
 
 // A progress line at least this often on long dumps.
@@ -40,16 +42,18 @@ export async function runBackup(config: Config, options: RunOptions): Promise<Ru
   const startedAt = now();
   const runId = newRunId(startedAt);
   const log = options.log.child({ runId });
-  const scrub = scrubber(config.secrets);
+  const scrub: Scrub = (text) => scrubSecrets(text, config.secrets);
   const engine = ENGINES[config.db.type];
   const deadline = startDeadline(config.backup.timeoutMs);
-  const signal = AbortSignal.any([options.signal, deadline.signal]);
+  // Aborted by the stall watch (pipeline/stall.ts) with a StorageError: the store stopped taking bytes.
+  const stall = new AbortController();
+  const signal = AbortSignal.any([options.signal, deadline.signal, stall.signal]);
 
   const facts = { tool: { name: engine.tools(config.db)[0] ?? 'unknown', version: 'unknown' }, rawBytes: 0, prepareMs: 0, streamMs: 0 };
   let object: ObjectReport | undefined;
   let failure: unknown;
   try {
-    object = await backup(config, { runId, log, scrub, signal, facts, now });
+    object = await backup(config, { runId, log, scrub, signal, stall, facts, now });
   } catch (error) {
     failure = signal.aborted ? signal.reason : error;
   }
@@ -115,6 +119,7 @@ type BackupContext = {
   log: Logger;
   scrub: Scrub;
   signal: AbortSignal;
+  stall: AbortController;
   facts: { tool: { name: string; version: string }; rawBytes: number; prepareMs: number; streamMs: number };
   now: () => Date;
 };
@@ -133,7 +138,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
   const compression = config.backup.compression;
   const key = `${config.backup.prefix}${config.db.type}-${slug(config.db)}-${context.runId}${engine.extension(config.db)}${EXTENSION[compression]}`;
   const target = STORAGE_DRIVERS[config.storage.type].open(config.storage, config.storage.settings);
-  const secretsDir = await createSecretsDir();
+  const secretsDir = await createSecretsDir(log);
   try {
     await runPreflight(engine, config.db, { secretsDir, tool: tool.file, compression, baseEnv: config.toolEnv, signal, log, scrub: context.scrub });
     const command = engine.command(config.db, { secretsDir, tool: tool.file, compression });
@@ -169,7 +174,8 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
         `dumped ${formatBytes(rawBytes())}, stored ${formatBytes(stored.bytes())}`,
       );
     }, PROGRESS_INTERVAL_MS);
-    let storageFailure: StorageError | undefined;
+    // The store's own failure (or a configuration problem only the store could see), if it failed first.
+    let storageFailure: StorageError | ConfigError | undefined;
     try {
       let url = '';
       // The last stage gets the hold stage itself as `body` (pipeline passes Node streams on as they are).
@@ -185,15 +191,20 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
           log,
         }).catch((error: unknown) => {
           // A target rejects with a StorageError only for its own failure (see failure.ts).
-          if (error instanceof StorageError) storageFailure = error;
+          if (error instanceof StorageError || error instanceof ConfigError) storageFailure = error;
           throw error;
         }));
       };
       const source = dump.stdout ? [dump.stdout, raw.stream, watch.stream] : [];
       const compressed = compressor?.input ? [...compressor.stages, watch.stream] : (compressor?.stages ?? []);
-      const stages = [...source, ...compressed, stored.stream, holdUntilExit(finished), upload];
+      const hold = holdUntilExit(finished);
+      const stages = [...source, ...compressed, stored.stream, hold, upload];
+      const stallTimeout = config.backup.stallTimeoutMs;
+      const stall = watchStall(hold, () => stored.bytes() - stored.stream.readableLength, stallTimeout, () =>
+        context.stall.abort(new StorageError(`no byte was stored for ${formatDuration(stallTimeout)} (BACKUP_STALL_TIMEOUT): the ${config.storage.type} store stopped answering`, 'unavailable')),
+      );
       // @types/node has no overload for a variable number of stages ending in a function.
-      await pipeline(stages as unknown as NodeJS.ReadWriteStream[], { signal });
+      await pipeline(stages as unknown as NodeJS.ReadWriteStream[], { signal }).finally(() => stall.stop());
       facts.rawBytes = rawBytes();
       return {
         storageType: config.storage.type,
@@ -250,11 +261,6 @@ function startDeadline(timeoutMs: number | undefined): { signal: AbortSignal; cl
   if (timeoutMs === undefined) return { signal: controller.signal, clear: () => undefined };
   const timer = setTimeout(() => controller.abort(new DeadlineError(timeoutMs)), timeoutMs);
   return { signal: controller.signal, clear: () => clearTimeout(timer) };
-}
-
-function scrubber(secrets: readonly string[]): Scrub {
-  const sorted = [...new Set(secrets)].filter((s) => s.length > 0).sort((a, b) => b.length - a.length);
-  return (text) => sorted.reduce((out, secret) => out.split(secret).join('[redacted]'), text);
 }
 
 function messageOf(error: unknown): string {

@@ -36,3 +36,11 @@ export function formatBytes(bytes: number): string {
   }
   return `${value.toFixed(index === 0 ? 0 : 1)} ${units[index]}`;
 }
+
+// Milliseconds as a short human string for messages: 1500 ms, 90 s, 5 min, 2 h.
+export function formatDuration(ms: number): string {
+  if (ms < 10_000) return `${ms} ms`;
+  if (ms < 600_000) return `${Math.round(ms / 1000)} s`;
+  if (ms < 7_200_000) return `${Math.round(ms / 60_000)} min`;
+  return `${Math.round(ms / 3_600_000)} h`;
+}

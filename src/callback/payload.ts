@@ -1,5 +1,6 @@
 // Turns the facts of one run (RunReport) into the callback's JSON: the Standard Webhooks envelope
 // `{type, timestamp, data}` described by payload.schema.json. Never carries a credential.
+import { scrubSecrets, withoutCredentials } from '../redact.ts';
 import type { RunReport } from '../report.ts';
 import type { CallbackFacts, CallbackPayload, CallbackPlatform } from './payload-types.ts';
 import { PRODUCT, VERSION } from './version.ts';
@@ -15,7 +16,6 @@ const MAX_FIELD_BYTES = 512;
 // An object key may be 1024 bytes (S3's limit) and its URL adds the bucket and scheme.
 const MAX_LOCATION_BYTES = 2048;
 const ELLIPSIS = '…';
-const REDACTED = '[redacted]';
 
 export type PayloadOptions = {
   // Literal secret values to remove from the error message, in case a caller forgot to scrub it.
@@ -65,7 +65,7 @@ export function buildPayload(report: RunReport, options: PayloadOptions = {}): C
   }
 
   const error = report.error ?? { stage: 'internal', code: report.exitName, message: 'the run failed without an error report' };
-  const info = { stage: error.stage, code: error.code, message: clip(scrub(error.message, options.secrets ?? []), MAX_MESSAGE_BYTES) };
+  const info = { stage: error.stage, code: error.code, message: clip(scrubSecrets(error.message, options.secrets ?? []), MAX_MESSAGE_BYTES) };
   const payload: CallbackPayload = { type: 'backup.failed', timestamp: facts.finishedAt, data: { runId, status: 'failed', ...rest, error: info } };
   // Escaping (control characters become \u00XX) can still grow the message: shorten it until it fits.
   while (Buffer.byteLength(JSON.stringify(payload)) > MAX_PAYLOAD_BYTES && info.message.length > 0) {
@@ -95,26 +95,6 @@ function platformOf(report: RunReport): CallbackPlatform | undefined {
 
 function optional(value: string | undefined): string | null {
   return value === undefined ? null : clip(value, MAX_FIELD_BYTES);
-}
-
-// A URL without user:password@ and without a query string (a SAS token or a signature lives there).
-function withoutCredentials(location: string): string {
-  if (!URL.canParse(location)) return location.replace(/\?.*$/s, '');
-  const url = new URL(location);
-  if (!url.username && !url.password && !url.search && !url.hash) return location;
-  url.username = '';
-  url.password = '';
-  url.search = '';
-  url.hash = '';
-  return url.href;
-}
-
-// Replaces every literal secret (longest first, so a secret containing another goes whole).
-export function scrub(text: string, secrets: readonly string[]): string {
-  return [...secrets]
-    .filter((secret) => secret.length > 0)
-    .sort((a, b) => b.length - a.length)
-    .reduce((result, secret) => result.replaceAll(secret, REDACTED), text);
 }
 
 // Shortens text to at most maxBytes of UTF-8, cutting on a character boundary and marking the cut.

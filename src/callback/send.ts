@@ -4,12 +4,13 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { got, RequestError } from 'got';
+import { got, RequestError, type PlainResponse } from 'got';
 import type { CallbackConfig } from '../config.ts';
-import { CallbackError } from '../errors.ts';
+import { CallbackError, DeadlineError, InterruptedError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { RunReport } from '../report.ts';
-import { buildPayload, clip, scrub } from './payload.ts';
+import { scrubSecrets, withoutCredentials } from '../redact.ts';
+import { buildPayload, clip } from './payload.ts';
 import { signatureHeader } from './sign.ts';
 import { PRODUCT, VERSION } from './version.ts';
 
@@ -61,7 +62,8 @@ const PERMANENT_ERROR_CODES = new Set([
 ]);
 // Enough of a receiver's answer to explain a refusal in the log, not enough to flood it.
 const MAX_RESPONSE_SNIPPET_BYTES = 200;
-const REDACTED = '[redacted]';
+// Of a receiver's answer we read no more than this: a huge or endless body must not grow the job.
+const MAX_RESPONSE_BYTES = 4096;
 // Shorter CALLBACK_HEADERS values (`1`, `json`) are not scrubbed from texts; longer ones might be keys.
 const MIN_HIDDEN_HEADER_LENGTH = 8;
 
@@ -76,14 +78,14 @@ export async function sendCallback(config: CallbackConfig, report: RunReport, op
   const { signal, log } = options;
   const backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
   const now = options.now ?? Date.now;
-  const target = redactUrl(config.url);
+  const target = withoutCredentials(config.url);
   // Extra headers often carry an API key (`Bearer <key>`: the key alone too); short words are not keys.
   const hidden = [
     ...config.secrets,
     ...(options.secrets ?? []),
     ...Object.values(config.headers).flatMap((value) => [value, ...value.split(/\s+/)]).filter((value) => value.length >= MIN_HIDDEN_HEADER_LENGTH),
   ];
-  const conceal = (text: string): string => scrub(text.replaceAll(config.url, target), hidden);
+  const conceal = (text: string): string => scrubSecrets(text.replaceAll(config.url, target), hidden);
 
   const body = JSON.stringify(buildPayload(report, { secrets: hidden }));
   const id = webhookId(report.runId);
@@ -96,7 +98,7 @@ export async function sendCallback(config: CallbackConfig, report: RunReport, op
   let last: Attempt | undefined;
   try {
     for (let attempt = 1; ; attempt += 1) {
-      if (signal.aborted) throw undelivered(target, attempt - 1, last, 'the run deadline was reached');
+      if (signal.aborted) throw undelivered(target, attempt - 1, last, stopReason(signal));
 
       const timestamp = Math.floor(now() / 1000);
       const started = performance.now();
@@ -115,7 +117,7 @@ export async function sendCallback(config: CallbackConfig, report: RunReport, op
         log.info({ callback: line }, `callback delivered (HTTP ${last.status}, attempt ${attempt})`);
         return;
       }
-      if (signal.aborted) throw undelivered(target, attempt, last, 'the run deadline was reached');
+      if (signal.aborted) throw undelivered(target, attempt, last, stopReason(signal));
       if (last.result === 'stop') {
         log.warn({ callback: { ...line, problem: last.problem } }, `callback refused, not retrying: ${last.problem}`);
         throw undelivered(target, attempt, last, 'not retried');
@@ -134,7 +136,7 @@ export async function sendCallback(config: CallbackConfig, report: RunReport, op
         await sleep(delayMs, undefined, { signal });
       } catch (error) {
         if (!signal.aborted) throw error;
-        throw undelivered(target, attempt, last, 'the run deadline was reached');
+        throw undelivered(target, attempt, last, stopReason(signal));
       }
     }
   } finally {
@@ -175,7 +177,8 @@ async function post(
   context: { signal: AbortSignal; agent: { http: HttpAgent; https: HttpsAgent }; conceal: (text: string) => string },
 ): Promise<Attempt> {
   try {
-    const response = await got.post(config.url, {
+    // A stream, so that the receiver's answer is read only up to MAX_RESPONSE_BYTES, never whole.
+    const request = got.stream.post(config.url, {
       body,
       headers,
       signal: context.signal,
@@ -184,10 +187,10 @@ async function post(
       retry: { limit: 0 },
       followRedirect: false,
       throwHttpErrors: false,
-      responseType: 'text',
     });
+    const { response, text } = await readCapped(request, MAX_RESPONSE_BYTES);
     const status = response.statusCode;
-    const said = snippet(response.body, context.conceal);
+    const said = snippet(text, context.conceal);
     if (status >= 200 && status <= 299) return { result: 'delivered', status };
     if (status >= 300 && status <= 399) return { result: 'stop', status, problem: `HTTP ${status} redirect (redirects are not followed; fix CALLBACK_URL)` };
     if (status === 410) return { result: 'stop', status, problem: `HTTP 410 Gone: the receiver asked us to stop${said}` };
@@ -205,6 +208,26 @@ async function post(
   }
 }
 
+// The response and at most `maxBytes` of its body; the rest is never read (the socket is closed).
+async function readCapped(request: ReturnType<typeof got.stream.post>, maxBytes: number): Promise<{ response: PlainResponse; text: string }> {
+  try {
+    const response = await new Promise<PlainResponse>((resolve, reject) => {
+      request.once('response', resolve);
+      request.once('error', reject);
+    });
+    const chunks: Buffer[] = [];
+    let length = 0;
+    for await (const chunk of request as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      length += chunk.length;
+      if (length >= maxBytes) break;
+    }
+    return { response, text: Buffer.concat(chunks).subarray(0, maxBytes).toString('utf8') };
+  } finally {
+    request.destroy();
+  }
+}
+
 // CALLBACK_HEADERS without the reserved ones (named once in the log, values never shown).
 function extraHeaders(configured: Readonly<Record<string, string>>, log: Logger): Record<string, string> {
   const kept: Record<string, string> = {};
@@ -217,17 +240,19 @@ function extraHeaders(configured: Readonly<Record<string, string>>, log: Logger)
   return kept;
 }
 
+// Why delivery stopped early, in words: a signal is not a deadline.
+function stopReason(signal: AbortSignal): string {
+  const reason: unknown = signal.reason;
+  if (reason instanceof InterruptedError) return `interrupted by ${reason.signal}`;
+  if (reason instanceof DeadlineError) return 'the run deadline (BACKUP_TIMEOUT) was reached';
+  if (reason instanceof Error && reason.name === 'TimeoutError') return 'the callback deadline was reached';
+  return 'the run was stopped';
+}
+
 function undelivered(target: string, attempts: number, last: Attempt | undefined, why: string): CallbackError {
   const status = last?.status;
   const detail = last && last.result !== 'delivered' ? `; last: ${last.problem}` : '';
   return new CallbackError(`callback to ${target} not delivered after ${attempts} attempt(s): ${why}${detail}`, { attempts, status });
-}
-
-// The URL as it may appear in logs and errors: no user:password@, no query (tokens live there).
-function redactUrl(url: string): string {
-  if (!URL.canParse(url)) return REDACTED;
-  const parsed = new URL(url);
-  return `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
 }
 
 function snippet(text: string, conceal: (text: string) => string): string {

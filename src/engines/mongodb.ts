@@ -44,6 +44,7 @@ export const mongodb = {
 
   classify(stderr) {
     if (/Authentication failed|not authorized|auth error|SCRAM/i.test(stderr)) return 'auth';
+    if (/unknown option|unrecognized (flag|option)|error parsing command line|flag provided but not defined|invalid option/i.test(stderr)) return 'invalid';
     if (/server selection error|connection refused|no reachable servers|context deadline exceeded|i\/o timeout|no such host/i.test(stderr)) return 'unreachable';
     return 'failed';
   },

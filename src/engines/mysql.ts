@@ -21,9 +21,13 @@ const PRIVILEGES_QUERY = [
 ].join(' ');
 const WHO_AM_I = "SET @me = CONCAT(\"'\", SUBSTRING_INDEX(CURRENT_USER(), '@', 1), \"'@'\", SUBSTRING_INDEX(CURRENT_USER(), '@', -1), \"'\")";
 
+// The escapes an option file reads inside a double-quoted value: a line break must not end the value
+// (and start a new option line), a quote must not end it early.
+const OPTION_ESCAPES: Record<string, string> = { '\\': '\\\\', '"': '\\"', "'": "\\'", '\n': '\\n', '\r': '\\r', '\t': '\\t', '\b': '\\b' };
+
 // Option files take double-quoted values with backslash escapes.
-function optionFile(db: DbConfig): string {
-  const password = (db.password ?? '').replace(/[\\"]/g, (c) => `\\${c}`);
+export function optionFile(db: DbConfig): string {
+  const password = (db.password ?? '').replace(/[\\"'\n\r\t\b]/g, (c) => OPTION_ESCAPES[c] ?? c);
   return `[client]\npassword="${password}"\n`;
 }
 
@@ -152,8 +156,9 @@ async function privilegesPreflight(db: DbConfig, context: PreflightContext, mari
 }
 
 // Sorts a client's stderr into unreachable / refused / other, as the dump's own failures are.
-function mysqlFamilyClassify(stderr: string): 'unreachable' | 'auth' | 'failed' {
+function mysqlFamilyClassify(stderr: string): 'unreachable' | 'auth' | 'invalid' | 'failed' {
   if (/Access denied|\b(1044|1045|1227)\b|authentication plugin/i.test(stderr)) return 'auth';
+  if (/Unknown database|\b1049\b|unknown (option|variable)|option '.*' requires an argument|ambiguous option|Got error: 1102|Incorrect database name/i.test(stderr)) return 'invalid';
   if (/Can't connect|Unknown (MySQL|MariaDB) server host|Lost connection|\b(2002|2003|2005|2013)\b|Connection refused/i.test(stderr)) return 'unreachable';
   return 'failed';
 }

@@ -59,6 +59,8 @@ export const postgresql = {
     if (db.name !== undefined && (db.name.includes('=') || /^postgres(?:ql)?:/i.test(db.name))) {
       problems.push('DB_NAME looks like a connection string (contains "=" or starts with postgresql:): give the database name only');
     }
+    // A password file holds one password per line: a line break cannot be part of one.
+    if (db.password !== undefined && /[\n\r]/.test(db.password)) problems.push('DB_PASSWORD contains a line break, which a PostgreSQL password file cannot carry');
     if (db.extraArgs.some((arg) => OTHER_FORMAT.test(arg))) problems.push('DB_EXTRA_ARGS: only the custom (default) and plain formats can be streamed and checked for completeness');
     return [...unsafeValues(db), ...problems];
   },
@@ -92,6 +94,7 @@ export const postgresql = {
 
   classify(stderr) {
     if (/password authentication failed|no password supplied|permission denied|pg_hba\.conf|role ".*" does not exist|authentication failed/i.test(stderr)) return 'auth';
+    if (/database ".*" does not exist|invalid option|unrecognized option|too many command-line arguments|option requires an argument|invalid argument/i.test(stderr)) return 'invalid';
     if (/could not connect|connection refused|could not translate host name|timeout expired|Connection timed out|server closed the connection|No route to host|Network is unreachable/i.test(stderr)) return 'unreachable';
     return 'failed';
   },

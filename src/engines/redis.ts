@@ -37,6 +37,7 @@ export const redis = {
 
   classify(stderr) {
     if (/NOAUTH|WRONGPASS|invalid (username-)?password|NOPERM|AUTH failed/i.test(stderr)) return 'auth';
+    if (/Unrecognized option|Invalid option|wrong number of arguments/i.test(stderr)) return 'invalid';
     if (/Could not connect|Connection refused|Name or service not known|Connection timed out|Connection reset/i.test(stderr)) return 'unreachable';
     return 'failed';
   },

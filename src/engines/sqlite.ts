@@ -66,6 +66,7 @@ export const sqlite = {
 
   classify(stderr) {
     if (/unable to open database|no such file|not a database/i.test(stderr)) return 'unreachable';
+    if (/unknown option|Error: unknown command/i.test(stderr)) return 'invalid';
     if (/permission denied|authorization denied/i.test(stderr)) return 'auth';
     return 'failed';
   },

@@ -57,8 +57,9 @@ export type DumpEngine = {
   validate(db: DbConfig): string[];
   // Pure: the same settings and context always give the same command.
   command(db: DbConfig, context: CommandContext): DumpCommand;
-  // Reads the tool's stderr after a failure: could it not connect, was it refused, or something else?
-  classify(stderr: string): 'unreachable' | 'auth' | 'failed';
+  // Reads the tool's stderr after a failure: could it not connect, was it refused, was the request
+  // itself wrong (no such database, an unknown option: no retry helps), or something else?
+  classify(stderr: string): 'unreachable' | 'auth' | 'invalid' | 'failed';
   // A fresh check of the raw dump for the tool's own marks of a complete dump (one per run).
   completeness(db: DbConfig): CompletenessCheck;
   // Cheap read-only questions before the dump; a problem stops the run before anything is stored.
@@ -80,5 +81,5 @@ export type PreflightContext = CommandContext & {
   skipped(reason: string): void;
 };
 
-// Why the dump must not run; `kind` decides the exit code (auth → DB_AUTH, failed → DUMP_FAILED).
-export type PreflightProblem = { kind: 'auth' | 'unreachable' | 'failed'; message: string };
+// Why the dump must not run; `kind` decides the exit code (auth → DB_AUTH, invalid → DB_INVALID, failed → DUMP_FAILED).
+export type PreflightProblem = { kind: 'auth' | 'unreachable' | 'invalid' | 'failed'; message: string };

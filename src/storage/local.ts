@@ -1,13 +1,18 @@
 // STORAGE_TYPE=local: STORAGE_BUCKET is a directory. The body is written to a hidden temporary file
 // beside the destination, flushed to disk, and only then linked to the key (link fails instead of
 // overwriting); on any failure the temporary file is removed and nothing appears at the key.
+// A run killed outright (SIGKILL) cannot remove it: its name (`.KEY.partial-<owner>-<random>`, hidden,
+// never ending in the backup's extension) marks it as no backup, and the next run into the same folder
+// removes the ones that are provably stale (leftovers.ts, or untouched for STALE_PARTIAL_AGE_MS).
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { link, mkdir, rm, rmdir } from 'node:fs/promises';
+import { createWriteStream, statSync } from 'node:fs';
+import { link, mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, dirname, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { pathToFileURL } from 'node:url';
-import { StorageError, type StorageFailure } from '../errors.ts';
+import { ConfigError, StorageError, type StorageFailure } from '../errors.ts';
+import { OWNER_TAG_PATTERN, ownerIsGone, ownerTag } from '../leftovers.ts';
+import type { Logger } from '../log.ts';
 import { rootCause } from './failure.ts';
 import type { StorageDriver } from './types.ts';
 
@@ -19,6 +24,35 @@ function kindOf(error: unknown): StorageFailure {
   if (code && DENIED_CODES.has(code)) return 'denied';
   if (code === 'EIO' || code === 'EAGAIN' || code === 'EBUSY') return 'unavailable';
   return 'other';
+}
+
+// A live run writes its partial file at least once per BACKUP_STALL_TIMEOUT (6 h at most) or fails
+// and removes it: a partial file untouched for a day belongs to no live run, whoever wrote it.
+const STALE_PARTIAL_AGE_MS = 24 * 3_600_000;
+const PARTIAL = new RegExp(`^\\..+\\.partial-(${OWNER_TAG_PATTERN})-[0-9a-f]{12}$`);
+
+// Removes the partial files of dead runs from one folder (see the top of this file).
+async function removeStalePartials(dir: string, log: Logger): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  for (const name of names) {
+    const owner = PARTIAL.exec(name)?.[1];
+    if (owner === undefined) continue;
+    const path = resolve(dir, name);
+    const info = await stat(path).catch(() => undefined);
+    if (!info?.isFile() || !(ownerIsGone(owner) || Date.now() - info.mtimeMs > STALE_PARTIAL_AGE_MS)) continue;
+    await rm(path, { force: true }).then(
+      () => log.info({ file: path }, 'removed the partial file of an earlier run that was killed'),
+      (error: unknown) => log.warn({ err: error, file: path }, 'could not remove the partial file of an earlier run'),
+    );
+  }
+}
+
+// Errors about the folder itself that no retry heals: a configuration problem with a clear message.
+function folderProblem(error: unknown, root: string): ConfigError | undefined {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENAMETOOLONG') return new ConfigError([`STORAGE_BUCKET/BACKUP_PATH: the path under ${root} is too long for this filesystem`]);
+  if (code === 'ENOTDIR' || code === 'EEXIST') return new ConfigError([`STORAGE_BUCKET: ${root} or a folder of BACKUP_PATH under it is a file, not a folder`]);
+  return undefined;
 }
 
 // After a failure, removes the (still empty) folders this upload created, deepest first.
@@ -35,18 +69,30 @@ export const local = {
   secrets: [],
   open(common) {
     const root = resolve(common.bucket);
+    let kind: 'folder' | 'file' | 'missing';
+    try {
+      kind = statSync(root).isDirectory() ? 'folder' : 'file';
+    } catch (error) {
+      // ENOTDIR: a file stands where a parent folder should be. Anything else: created on the first upload.
+      const problem = folderProblem(error, root);
+      if (problem && (error as NodeJS.ErrnoException).code !== 'ENOTDIR') throw problem;
+      kind = (error as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'file' : 'missing';
+    }
+    if (kind === 'file') throw new ConfigError([`STORAGE_BUCKET: ${root} (or a folder above it) is a file; for STORAGE_TYPE=local it must be a folder`]);
     return {
       async upload({ key, body, signal, log }) {
         const destination = resolve(root, key);
         if (!destination.startsWith(root + sep)) throw new StorageError(`key ${key} leaves the storage root`, 'other');
-        const temporary = resolve(dirname(destination), `.${basename(destination)}.partial-${randomBytes(6).toString('hex')}`);
+        const temporary = resolve(dirname(destination), `.${basename(destination)}.partial-${ownerTag()}-${randomBytes(6).toString('hex')}`);
         const removeTemporary = () =>
           rm(temporary, { force: true }).catch((error: unknown) => log.warn({ err: error, temporary }, 'could not remove temporary file'));
         let created: string | undefined;
+        let linking = false;
         // This target's own error when it failed first; null when the body did.
         let ownFailure: Error | null | undefined;
         try {
           created = await mkdir(dirname(destination), { recursive: true });
+          await removeStalePartials(dirname(destination), log);
           // flush: fsync before close, so a linked backup is on disk, not only in the page cache.
           const sink = createWriteStream(temporary, { flags: 'wx', mode: 0o640, flush: true });
           // pipeline() passes either stream's error on to the other: the first to fail is the cause.
@@ -58,9 +104,14 @@ export const local = {
             if (ownFailure === undefined) ownFailure = null;
           });
           await pipeline(body, sink, { signal });
+          linking = true;
           await link(temporary, destination);
         } catch (error) {
           await removeTemporary();
+          if (!linking) {
+            const problem = folderProblem(error, root);
+            if (problem) throw problem;
+          }
           if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
             throw new StorageError(`refusing to overwrite existing ${destination}`, 'other', { cause: error });
           }

@@ -115,6 +115,9 @@ const env = {
   STORAGE_PART_SIZE: size({ default: undefined, desc: 'multipart part size; default: from BACKUP_EXPECTED_SIZE, else 8MiB' }),
   STORAGE_CONCURRENCY: count({ default: undefined, desc: 'parts uploaded at once; default: 2' }),
   STORAGE_S3_CHECKSUM: str({ choices: ['crc32', 'none'], default: undefined, desc: 'a CRC32 on every part that the store verifies; default: crc32 on AWS, none with STORAGE_ENDPOINT' }),
+  // Read by the SDK itself; named here so that a missing region is a configuration error, not a failed upload.
+  AWS_REGION: str({ default: undefined, desc: "the SDK's own region variable; STORAGE_REGION wins" }),
+  AWS_PROFILE: str({ default: undefined, desc: "the SDK's shared-config profile, which may name the region" }),
 };
 
 // Everything an S3 target needs, validated.
@@ -154,6 +157,9 @@ export function s3Options(common: CommonStorageSettings, settings: Record<string
   }
   const concurrency = settings.STORAGE_CONCURRENCY as number | undefined;
   if (concurrency === 0) problems.push('STORAGE_CONCURRENCY must be at least 1');
+  if (common.region === undefined && common.endpoint === undefined && text('AWS_REGION') === undefined && text('AWS_PROFILE') === undefined) {
+    problems.push('STORAGE_REGION is required for S3 on AWS (or AWS_REGION); an S3-compatible store needs STORAGE_ENDPOINT');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     bucket: common.bucket,

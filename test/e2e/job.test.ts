@@ -159,12 +159,15 @@ describe('a dump through the bundled job', () => {
     assert.deepEqual(await files(bucket), []);
   });
 
-  test('a storage failure is reported as such, not as the broken pipe the dump then dies of', async () => {
+  test('a local bucket that is a file (or lies under one) is a configuration error, named before any dump', async () => {
     const notADirectory = join(work, 'plain-file');
     await writeFile(notADirectory, 'x');
-    const result = await runJob(mongoEnv(join(notADirectory, 'bucket'), ['--fake-bytes=20000000']));
-    assert.equal(result.code, EXIT_CODES.STORAGE_FAILED.code, result.lines.at(-1)?.message);
-    assert.match(result.lines.at(-1)?.message ?? '', /ENOTDIR/);
+    for (const bucket of [notADirectory, join(notADirectory, 'bucket')]) {
+      const result = await runJob(mongoEnv(bucket, ['--fake-bytes=20000000']));
+      assert.equal(result.code, EXIT_CODES.CONFIG.code, result.lines.at(-1)?.message);
+      assert.match(result.lines.at(-1)?.message ?? '', /STORAGE_BUCKET: .* is a file; for STORAGE_TYPE=local it must be a folder/);
+      assert.ok(!result.lines.some((line) => line.message === 'backup started'), 'no dump started');
+    }
     assert.deepEqual(await credentialDirs(), []);
   });
 

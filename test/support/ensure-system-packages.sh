@@ -11,6 +11,7 @@ set -euo pipefail
 readonly NEEDED=(
   initdb:postgresql postgres:postgresql pg_ctl:postgresql pg_dump:postgresql pg_restore:postgresql psql:postgresql
   mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client mariadb-dump:mariadb-client
+  my_print_defaults:mariadb-client-core mkfifo:coreutils
   redis-server:redis-server redis-cli:redis-tools
   sqlite3:sqlite3 zstd:zstd pigz:pigz
   setpriv:util-linux

@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { assertNoSecrets, registerRun, secretsOf } from './secret-scan.ts';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
 export const BUNDLE = join(ROOT, 'dist/main.js');
@@ -38,8 +39,21 @@ export async function fakeToolDir(names: string[]): Promise<string> {
   return dir;
 }
 
-// Runs the job with exactly `env` (plus PATH/HOME when not given) and waits for it to exit.
+// Runs the job with exactly `env` (plus PATH/HOME when not given) and waits for it to exit. Fails if
+// any secret of `env` appears in its output or in a callback body received meanwhile (secret-scan.ts).
 export async function runJob(env: Record<string, string>, options: JobOptions = {}): Promise<JobResult> {
+  const secrets = secretsOf(env);
+  const unregister = registerRun(secrets);
+  try {
+    const result = await spawnJob(env, options);
+    assertNoSecrets({ stdout: result.stdout, stderr: result.stderr }, secrets);
+    return result;
+  } finally {
+    unregister();
+  }
+}
+
+async function spawnJob(env: Record<string, string>, options: JobOptions): Promise<JobResult> {
   const started = Date.now();
   const child = spawn(NODE, [BUNDLE], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },

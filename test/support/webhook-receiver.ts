@@ -2,6 +2,7 @@
 // headers, and answers from a script (e.g. 500, 500, 200), by resetting the connection, or never.
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { scanCallbackBody } from './secret-scan.ts';
 
 // One scripted answer: a status, a status with headers and body, a dropped connection, or silence.
 export type Answer = number | { status: number; headers?: Record<string, string>; body?: string } | 'reset' | 'hang';
@@ -31,6 +32,7 @@ export async function startWebhookReceiver(options: { answers?: readonly Answer[
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
+      scanCallbackBody(Buffer.concat(chunks).toString('utf8'));
       requests.push({
         method: request.method ?? '',
         path: request.url ?? '',

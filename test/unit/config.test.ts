@@ -90,4 +90,30 @@ describe('loadConfig', () => {
     assert.equal(config.backup.timeoutMs, 5_400_000);
     assert.equal(config.backup.expectedSize, 50 * 1024 ** 3);
   });
+
+  test('durations stay within what a timer can hold, and the stall timeout has a default', () => {
+    assert.equal(loadConfig({ ...minimal, BACKUP_TIMEOUT: `${2 ** 31 - 1}ms` }).backup.timeoutMs, 2 ** 31 - 1);
+    assert.match(problemsOf({ ...minimal, BACKUP_TIMEOUT: `${2 ** 31}ms` })[0] ?? '', /^BACKUP_TIMEOUT: ".*" is longer than 24 days/);
+    assert.match(problemsOf({ ...minimal, CALLBACK_URL: 'https://cp/h', CALLBACK_SECRET: SECRET, CALLBACK_TIMEOUT: '30d' })[0] ?? '', /^CALLBACK_TIMEOUT/);
+    assert.equal(loadConfig(minimal).backup.stallTimeoutMs, 300_000);
+    assert.match(problemsOf({ ...minimal, BACKUP_STALL_TIMEOUT: '6h1s' })[0] ?? '', /^BACKUP_STALL_TIMEOUT: "6h1s" is longer than 6h/);
+  });
+
+  test('an unknown variable with our prefixes is a warning naming the closest known one', () => {
+    const config = loadConfig({ ...minimal, BACKUP_TIMOUT: '5m', CALLBACK_HEADER: '{}', DB_PASWORD_FILE: '/x', HOME: '/root', AWS_REGION: 'x' });
+    assert.deepEqual(config.warnings, [
+      'BACKUP_TIMOUT is not a variable Plan B reads (ignored); did you mean BACKUP_TIMEOUT?',
+      'CALLBACK_HEADER is not a variable Plan B reads (ignored); did you mean CALLBACK_HEADERS?',
+      'DB_PASWORD_FILE is not a variable Plan B reads (ignored); did you mean DB_PASSWORD_FILE?',
+    ]);
+    // Every target's own variables and every X_FILE are known, whichever target runs.
+    assert.deepEqual(loadConfig({ ...minimal, STORAGE_S3_SSE: 'AES256', AZURE_STORAGE_KEY_FILE: '', GCS_CREDENTIALS_JSON_FILE: '', JOB_COMPLETION_INDEX: '0' }).warnings, []);
+  });
+
+  test('the lines of a multi-line secret are collected for scrubbing line by line', () => {
+    const config = loadConfig({ ...minimal, DB_PASSWORD: 'first-line\nsecond' });
+    assert.ok(config.secrets.includes('first-line\nsecond'));
+    assert.ok(config.secrets.includes('first-line'));
+    assert.ok(config.secrets.includes('second'));
+  });
 });

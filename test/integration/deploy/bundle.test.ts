@@ -32,8 +32,8 @@ function requireBundle(t: TestContext): boolean {
   return false;
 }
 
-function runAlone(env: Record<string, string>): { status: number | null; lines: Record<string, unknown>[]; stdout: string; stderr: string } {
-  const result = spawnSync(NODE, ['main.js'], { cwd: dir, env, encoding: 'utf8', timeout: 30_000 });
+function runAlone(env: Record<string, string>, node = NODE, nodeArgs: string[] = []): { status: number | null; lines: Record<string, unknown>[]; stdout: string; stderr: string } {
+  const result = spawnSync(node, [...nodeArgs, 'main.js'], { cwd: dir, env, encoding: 'utf8', timeout: 30_000 });
   const lines = result.stdout.split('\n').filter((line) => line.trim() !== '').map((line) => JSON.parse(line) as Record<string, unknown>);
   return { status: result.status, lines, stdout: result.stdout, stderr: result.stderr };
 }
@@ -61,5 +61,32 @@ describe('dist/main.js on its own', () => {
     assert.equal(status, EXIT_CODES.CONFIG.code);
     assert.match(String(lines[0]?.message), /STORAGE_TYPE/);
     assert.doesNotMatch(String(lines[0]?.message), /DB_TYPE is required/);
+  });
+
+  // The image pins Node 24; someone may still run the file with an older node by hand.
+  function assertRefusesOldNode(result: ReturnType<typeof runAlone>, version: string): void {
+    assert.equal(result.status, EXIT_CODES.CONFIG.code, `stdout: ${result.stdout}\nstderr: ${result.stderr}`);
+    assert.equal(result.stderr, '', 'no SyntaxError, nothing but JSON on stdout');
+    assert.equal(result.lines.length, 1, result.stdout);
+    assert.equal(result.lines[0]?.severity, 'CRITICAL');
+    assert.equal(result.lines[0]?.exitCode, EXIT_CODES.CONFIG.code);
+    assert.equal(result.lines[0]?.message, `Plan B needs Node.js 24 or later; this is Node.js ${version}. Run it with the image's node (or install Node.js 24).`);
+  }
+
+  test('an older Node.js (as process.versions says) gets one JSON line and exit 78 before anything runs', (t) => {
+    if (!requireBundle(t)) return;
+    const pretend = `data:text/javascript,Object.defineProperty(process.versions,'node',{value:'22.11.0'})`;
+    assertRefusesOldNode(runAlone({ DB_TYPE: 'postgresql' }, NODE, ['--import', pretend]), '22.11.0');
+  });
+
+  test('a real older Node.js (the system node, when it is one) gets the same line, not a SyntaxError', (t) => {
+    if (!requireBundle(t)) return;
+    const system = ['/usr/bin/node', '/usr/local/bin/node'].find((path) => existsSync(path));
+    const version = system === undefined ? undefined : spawnSync(system, ['-p', 'process.versions.node'], { encoding: 'utf8' }).stdout.trim();
+    if (system === undefined || version === undefined || Number(version.split('.')[0]) >= 24) {
+      t.skip('no Node.js older than 24 on this machine: the test above covers the check itself');
+      return;
+    }
+    assertRefusesOldNode(runAlone({ DB_TYPE: 'postgresql' }, system), version);
   });
 });

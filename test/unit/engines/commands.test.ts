@@ -106,6 +106,25 @@ describe('mysql and mariadb', () => {
     assert.equal(ENGINES.mysql.classify("mysqldump: Got error: 1045: \"Access denied for user 'backup'@'localhost'\""), 'auth');
     assert.equal(ENGINES.mariadb.classify("mariadb-dump: Got error: 2002: \"Can't connect to server on '127.0.0.1' (115)\""), 'unreachable');
   });
+
+  test('a password with a line break and quotes stays one quoted, escaped option-file value', () => {
+    const command = ENGINES.mariadb.command(db({ type: 'mariadb', password: 'a\nuser=root\'"\\' }), { secretsDir: dir, tool: 'mariadb-dump', compression: 'zstd' });
+    assert.equal(command.files[0]?.content, '[client]\npassword="a\\nuser=root\\\'\\"\\\\"\n');
+    assert.deepEqual(ENGINES.mariadb.validate(db({ type: 'mariadb', password: 'a\0b' })), ['DB_PASSWORD holds a NUL character, which no tool can be given']);
+  });
+});
+
+describe('requests no retry can fix', () => {
+  // What the real tools print (pg_dump 15, mariadb-dump 10.11, redis-cli 7, sqlite3 3.40).
+  test('a missing database or an unknown option is invalid, for every engine', () => {
+    assert.equal(ENGINES.postgresql.classify('pg_dump: error: connection to server at "127.0.0.1", port 5432 failed: FATAL:  database "nope" does not exist'), 'invalid');
+    assert.equal(ENGINES.postgresql.classify("/usr/lib/postgresql/15/bin/pg_dump: unrecognized option '--frobnicate'"), 'invalid');
+    assert.equal(ENGINES.mysql.classify("mysqldump: Got error: 1049: \"Unknown database 'nope'\" when selecting the database"), 'invalid');
+    assert.equal(ENGINES.mariadb.classify("mariadb-dump: unknown option '--frobnicate'"), 'invalid');
+    assert.equal(ENGINES.redis.classify("Unrecognized option or bad number of args for: '--frobnicate'"), 'invalid');
+    assert.equal(ENGINES.sqlite.classify('sqlite3: Error: unknown option: -frobnicate'), 'invalid');
+    assert.equal(ENGINES.mongodb.classify('error parsing command line options: unknown option "frobnicate"'), 'invalid');
+  });
 });
 
 describe('redis', () => {
