@@ -3,7 +3,7 @@
 // not wall time, because wall time on a shared machine measures the neighbours). Two shapes:
 // pg_dump (a head-only check: zstd keeps reading the dump directly) and mysqldump (a check of the end:
 // the raw dump passes through Node). The fake writes ~8 KiB chunks, as pg_dump does.
-//   node test/bench/completeness-cost.ts --before=/tmp/base/dist/main.js [--size=1GB] [--rounds=3]
+//   node test/bench/completeness-cost.ts --before=/tmp/base/dist/main.js [--after=dist/main.js] [--size=1GB] [--rounds=3]
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,11 +13,11 @@ import { BUNDLE, fakeToolDir, NODE } from '../support/job.ts';
 import { measure } from './measure.ts';
 
 const { values: options } = parseArgs({
-  options: { before: { type: 'string' }, size: { type: 'string', default: '1GB' }, rounds: { type: 'string', default: '3' }, chunk: { type: 'string', default: '8192' } },
+  options: { before: { type: 'string' }, after: { type: 'string' }, size: { type: 'string', default: '1GB' }, rounds: { type: 'string', default: '3' }, chunk: { type: 'string', default: '8192' } },
 });
 if (!options.before) throw new Error('--before=<bundle built from the tree before the change> is required');
 const bytes = parseSize(options.size) ?? 0;
-const bundles = { before: options.before, after: BUNDLE };
+const bundles = { before: options.before, after: options.after ?? BUNDLE };
 const shapes = [
   { type: 'postgresql', tool: 'pg_dump' },
   { type: 'mysql', tool: 'mysqldump' },
