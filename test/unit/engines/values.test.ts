@@ -5,7 +5,6 @@ import { test } from 'node:test';
 import { ENGINES } from '../../../src/engines/registry.ts';
 import { DB_TYPES, type DbConfig, type DbType } from '../../../src/engines/types.ts';
 
-const SECRET = 'pw\nhost=evil.example';
 
 function db(type: DbType, overrides: Partial<DbConfig>): DbConfig {
   const name = type === 'redis' ? '0' : 'shop';
@@ -17,7 +16,7 @@ const BAD: [string, Partial<DbConfig>, RegExp][] = [
   ['a host with =', { host: 'host=evil dbname=x' }, /DB_HOST contains "="/],
   ['a host that is a URI', { host: 'mongodb://evil.example' }, /DB_HOST is a URI/],
   ['a user that starts with -', { username: '-hevil' }, /DB_USERNAME starts with "-"/],
-  ['a password with a newline', { password: SECRET }, /DB_PASSWORD contains a newline/],
+  ['a password with a NUL', { password: 'evil\0pw' }, /DB_PASSWORD holds a NUL/],
   ['a user with a NUL', { username: 'a\0b' }, /DB_USERNAME contains a newline, carriage return or NUL/],
   ['an extra argument with a newline', { extraArgs: ['--where=1\n2'] }, /DB_EXTRA_ARGS \(item 1\) contains a newline/],
 ];
@@ -48,4 +47,9 @@ test('postgresql: a database name that libpq would read as connection settings i
 test('postgresql: formats that cannot be streamed and checked are refused', () => {
   assert.match(ENGINES.postgresql.validate(db('postgresql', { extraArgs: ['--format=directory'] })).join('\n'), /only the custom \(default\) and plain formats/);
   assert.deepEqual(ENGINES.postgresql.validate(db('postgresql', { extraArgs: ['--format=plain'] })), []);
+});
+
+test('postgresql: a password with a line break is refused (a password file holds one per line), mariadb escapes it', () => {
+  assert.ok(ENGINES.postgresql.validate(db('postgresql', { password: 'pw\nhost=evil.example' })).some((p) => /DB_PASSWORD contains a line break/.test(p)));
+  assert.deepEqual(ENGINES.mariadb.validate(db('mariadb', { password: 'pw\nhost=evil.example' })), []);
 });
