@@ -21,6 +21,8 @@ const VERSION_TIMEOUT_MS = 5_000;
 export type RunningDump = {
   // The tool's output; undefined when it writes straight into `options.stdout`.
   stdout: Readable | undefined;
+  // The tool's input when started with `stdin: 'pipe'` (a restore tool reading the dump).
+  stdin: Writable | undefined;
   // Resolves when the tool exited 0; rejects with a DumpError otherwise (after stop() or an abort,
   // with a plain "was stopped" one: the run then reports what made it stop, not this).
   exited: Promise<void>;
@@ -58,13 +60,23 @@ export async function toolVersion(file: string, env: Readonly<Record<string, str
 export function startDump(
   command: DumpCommand,
   engine: DumpEngine,
-  options: { baseEnv: Readonly<Record<string, string>>; signal: AbortSignal; log: Logger; scrub: Scrub; stdout?: Writable | undefined },
+  options: {
+    baseEnv: Readonly<Record<string, string>>;
+    signal: AbortSignal;
+    log: Logger;
+    scrub: Scrub;
+    stdout?: Writable | 'ignore' | undefined;
+    stdin?: 'pipe' | undefined;
+    // A restore tool's failures are the restore's (stage `restore`), not the dump's.
+    stage?: 'dump' | 'restore';
+  },
 ): RunningDump {
   const stopped = new AbortController();
+  const stage = options.stage ?? 'dump';
   const child = execa(command.file, command.args, {
     env: { ...options.baseEnv, ...command.env },
     extendEnv: false,
-    stdin: 'ignore',
+    stdin: options.stdin ?? 'ignore',
     stdout: options.stdout ?? 'pipe',
     stderr: 'pipe',
     buffer: false,
@@ -80,7 +92,7 @@ export function startDump(
     const line = options.scrub(raw);
     tail.push(line);
     if (tail.length > STDERR_TAIL_LINES) tail.shift();
-    options.log.info({ tool: command.file, stderr: line }, 'dump tool stderr');
+    options.log.info({ tool: command.file, stderr: line }, `${stage} tool stderr`);
   });
   const stderrClosed = new Promise<void>((resolve) => lines.once('close', resolve));
 
@@ -89,12 +101,12 @@ export function startDump(
     await stderrClosed;
     if (stopped.signal.aborted || options.signal.aborted) {
       if (result.exitCode === 0) return;
-      throw new DumpError(`${command.file} was stopped`, { kind: 'failed', exitCode: result.exitCode, signal: result.signal });
+      throw new DumpError(`${command.file} was stopped`, { kind: 'failed', exitCode: result.exitCode, signal: result.signal, stage });
     }
     const stderrTail = tail.join('\n');
     if (result.failed && result.exitCode === undefined && result.signal === undefined) {
       const missing = (result.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
-      throw new DumpError(`${command.file} could not start: ${options.scrub(result.shortMessage ?? 'unknown error')}`, { kind: missing ? 'missing-tool' : 'failed', stderrTail });
+      throw new DumpError(`${command.file} could not start: ${options.scrub(result.shortMessage ?? 'unknown error')}`, { kind: missing ? 'missing-tool' : 'failed', stderrTail, stage });
     }
     if (result.exitCode === 0) return;
     const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`;
@@ -103,11 +115,13 @@ export function startDump(
       exitCode: result.exitCode,
       signal: result.signal,
       stderrTail,
+      stage,
     });
   })();
 
   return {
     stdout: child.stdout ?? undefined,
+    stdin: child.stdin ?? undefined,
     exited,
     stop: () => stopped.abort(),
   };

@@ -2,7 +2,7 @@
 // mapping and the failure callback read; messages never contain secrets (callers scrub first).
 
 // Where in the run a failure happened; also the `error.stage` of the failure callback.
-export type Stage = 'config' | 'dump' | 'compress' | 'storage' | 'callback' | 'deadline' | 'signal' | 'internal';
+export type Stage = 'config' | 'dump' | 'compress' | 'storage' | 'restore' | 'verify' | 'callback' | 'deadline' | 'signal' | 'internal';
 
 // Base of every error this program raises on purpose.
 export class PlanBError extends Error {
@@ -26,7 +26,8 @@ export class ConfigError extends PlanBError {
 // How a dump failed, as far as the tool's exit and stderr tell.
 export type DumpFailure = 'unreachable' | 'auth' | 'failed' | 'empty' | 'missing-tool';
 
-// The dump tool (or the compressor fed by it) failed: non-zero exit, death by signal, no output.
+// The dump tool (or the compressor fed by it), or a restore tool, failed: non-zero exit, death by
+// signal, no output.
 export class DumpError extends PlanBError {
   readonly kind: DumpFailure;
   readonly exitCode: number | undefined;
@@ -34,7 +35,7 @@ export class DumpError extends PlanBError {
   readonly stderrTail: string;
   constructor(
     message: string,
-    facts: { kind: DumpFailure; exitCode?: number | undefined; signal?: string | undefined; stderrTail?: string; stage?: 'dump' | 'compress' },
+    facts: { kind: DumpFailure; exitCode?: number | undefined; signal?: string | undefined; stderrTail?: string; stage?: 'dump' | 'compress' | 'restore' },
     options?: ErrorOptions,
   ) {
     super(facts.stage ?? 'dump', message, options);
@@ -45,8 +46,9 @@ export class DumpError extends PlanBError {
   }
 }
 
-// How a storage failure should be treated: `denied` will not heal by retrying, `unavailable` may.
-export type StorageFailure = 'denied' | 'unavailable' | 'other';
+// How a storage failure should be treated: `denied` will not heal by retrying, `unavailable` may,
+// `missing` is an object that is not there (a restore of a wrong key).
+export type StorageFailure = 'denied' | 'unavailable' | 'missing' | 'other';
 
 // Writing the object failed; nothing is left at the key.
 export class StorageError extends PlanBError {
@@ -54,6 +56,21 @@ export class StorageError extends PlanBError {
   constructor(message: string, kind: StorageFailure, options?: ErrorOptions) {
     super('storage', message, options);
     this.kind = kind;
+  }
+}
+
+// A verification restored the object and found it differs from what was dumped (or did not restore).
+export class VerifyError extends PlanBError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('verify', message, options);
+  }
+}
+
+// A verification could not run here (no server binaries, too little disk or memory, running as root
+// without VERIFY_RUN_AS): nothing was verified, which is never a success.
+export class VerifyUnavailableError extends PlanBError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('verify', message, options);
   }
 }
 

@@ -3,13 +3,13 @@ import { join } from 'node:path';
 import type { DbConfig, DumpEngine } from './types.ts';
 
 // Option files take double-quoted values with backslash escapes.
-function optionFile(db: DbConfig): string {
+export function optionFile(db: DbConfig): string {
   const password = (db.password ?? '').replace(/[\\"]/g, (c) => `\\${c}`);
   return `[client]\npassword="${password}"\n`;
 }
 
 // MariaDB's client tools spell TLS options differently from Oracle MySQL's.
-function tlsArgs(db: DbConfig, mariadbClient: boolean): string[] {
+export function tlsArgs(db: DbConfig, mariadbClient: boolean): string[] {
   const ca = db.tlsCaFile ? [`--ssl-ca=${db.tlsCaFile}`] : [];
   if (!db.tls) return ca;
   if (mariadbClient) {

@@ -2,9 +2,10 @@
 // beside the destination, flushed to disk, and only then linked to the key (link fails instead of
 // overwriting); on any failure the temporary file is removed and nothing appears at the key.
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { link, mkdir, rm, rmdir } from 'node:fs/promises';
-import { basename, dirname, resolve, sep } from 'node:path';
+import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
+import { link, mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
+import { basename, dirname, relative, resolve, sep } from 'node:path';
+import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import { pathToFileURL } from 'node:url';
 import { StorageError, type StorageFailure } from '../errors.ts';
@@ -17,6 +18,7 @@ const DENIED_CODES = new Set(['EACCES', 'EPERM', 'EROFS']);
 function kindOf(error: unknown): StorageFailure {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (code && DENIED_CODES.has(code)) return 'denied';
+  if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return 'missing';
   if (code === 'EIO' || code === 'EAGAIN' || code === 'EBUSY') return 'unavailable';
   return 'other';
 }
@@ -35,10 +37,46 @@ export const local = {
   secrets: [],
   open(common) {
     const root = resolve(common.bucket);
+    const inside = (key: string): string => {
+      const path = resolve(root, key);
+      if (!path.startsWith(root + sep)) throw new StorageError(`key ${key} leaves the storage root`, 'other');
+      return path;
+    };
     return {
+      async download(key, signal) {
+        const path = inside(key);
+        const stream: ReadStream = createReadStream(path, { signal });
+        try {
+          await once(stream, 'open');
+        } catch (error) {
+          throw new StorageError(`reading ${path} failed: ${(error as Error).message}`, kindOf(error), { cause: error });
+        }
+        return stream;
+      },
+
+      async list(prefix, signal) {
+        // The prefix may end inside a name (`daily/postgresql-shop-`): walk its folder, then filter.
+        const start = prefix === '' || prefix.endsWith('/') ? resolve(root, prefix) : dirname(resolve(root, prefix));
+        if (start !== root && !start.startsWith(root + sep)) throw new StorageError(`prefix ${prefix} leaves the storage root`, 'other');
+        const entries = await readdir(start, { withFileTypes: true, recursive: true }).catch((error: unknown) => {
+          if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+          throw new StorageError(`listing ${start} failed: ${(error as Error).message}`, kindOf(error), { cause: error });
+        });
+        const found = [];
+        for (const entry of entries) {
+          signal.throwIfAborted();
+          // Hidden names are uploads in progress (see upload below), never complete objects.
+          if (!entry.isFile() || entry.name.startsWith('.')) continue;
+          const path = resolve(entry.parentPath, entry.name);
+          const key = relative(root, path).split(sep).join('/');
+          if (!key.startsWith(prefix)) continue;
+          found.push({ key, bytes: (await stat(path)).size });
+        }
+        return found;
+      },
+
       async upload({ key, body, signal, log }) {
-        const destination = resolve(root, key);
-        if (!destination.startsWith(root + sep)) throw new StorageError(`key ${key} leaves the storage root`, 'other');
+        const destination = inside(key);
         const temporary = resolve(dirname(destination), `.${basename(destination)}.partial-${randomBytes(6).toString('hex')}`);
         const removeTemporary = () =>
           rm(temporary, { force: true }).catch((error: unknown) => log.warn({ err: error, temporary }, 'could not remove temporary file'));
