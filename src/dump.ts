@@ -69,6 +69,9 @@ export function startDump(
     stdin?: 'pipe' | undefined;
     // A restore tool's failures are the restore's (stage `restore`), not the dump's.
     stage?: 'dump' | 'restore';
+    // A tool that goes on after an error and still exits 0: its stderr lines matching `match` are
+    // failures, unless they also match `benign`.
+    errorLines?: { match: RegExp; benign: RegExp } | undefined;
   },
 ): RunningDump {
   const stopped = new AbortController();
@@ -87,11 +90,14 @@ export function startDump(
   });
 
   const tail: string[] = [];
+  const errors: string[] = [];
   const lines = createInterface({ input: child.stderr });
   lines.on('line', (raw) => {
     const line = options.scrub(raw);
     tail.push(line);
     if (tail.length > STDERR_TAIL_LINES) tail.shift();
+    const rule = options.errorLines;
+    if (rule && rule.match.test(line) && !rule.benign.test(line) && errors.length < STDERR_TAIL_LINES) errors.push(line);
     options.log.info({ tool: command.file, stderr: line }, `${stage} tool stderr`);
   });
   const stderrClosed = new Promise<void>((resolve) => lines.once('close', resolve));
@@ -108,7 +114,10 @@ export function startDump(
       const missing = (result.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
       throw new DumpError(`${command.file} could not start: ${options.scrub(result.shortMessage ?? 'unknown error')}`, { kind: missing ? 'missing-tool' : 'failed', stderrTail, stage });
     }
-    if (result.exitCode === 0) return;
+    if (result.exitCode === 0 && errors.length === 0) return;
+    if (result.exitCode === 0) {
+      throw new DumpError(`${command.file} exited 0 but reported errors: ${errors.join('\n')}`, { kind: 'failed', exitCode: 0, stderrTail, stage });
+    }
     const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`;
     throw new DumpError(`${command.file} ${how}${stderrTail ? `: ${stderrTail}` : ''}`, {
       kind: result.signal ? 'failed' : engine.classify(stderrTail),

@@ -77,7 +77,7 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
   const { key, db, log, signal } = request;
   const described = describeKey(key);
   const restorer = RESTORERS[db.type];
-  if (!described || !(restorer.formats as readonly DumpFormat[]).includes(described.format)) {
+  if (!described || !(restorer.formats).includes(described.format)) {
     throw new ConfigError([`RESTORE_KEY: ${key} is not a ${db.type} backup (expected ${restorer.formats.map((f) => Object.entries(DUMP_FORMATS).find(([, v]) => v === f)?.[0]).join(' or ')}, optionally .zst or .gz)`]);
   }
   const { compression, format } = described;
@@ -109,7 +109,7 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
     try {
       const stages = [body, stored.stream, ...decompress, raw.stream];
       if (command) {
-        await intoTool(command, stages, request);
+        await intoTool(command, stages, request, format);
       } else if (temporary) {
         await pipeline([...stages, createWriteStream(temporary, { flags: 'wx', mode: 0o640, flush: true })] as unknown as NodeJS.ReadWriteStream[], { signal });
       }
@@ -131,10 +131,11 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
 
 // Feeds the stages into the restore tool's stdin. The first failure explains the rest: a damaged
 // object (the decompressor's error) makes the tool fail; the tool failing breaks the pipe.
-async function intoTool(command: DumpCommand, stages: (Readable | Writable)[], request: RestoreRequest): Promise<void> {
+async function intoTool(command: DumpCommand, stages: (Readable | Writable)[], request: RestoreRequest, format: DumpFormat): Promise<void> {
   const { signal } = request;
   const tool = startDump(command, ENGINES[request.db.type], {
     baseEnv: request.toolEnv, signal, log: request.log, scrub: request.scrub, stdin: 'pipe', stdout: 'ignore', stage: 'restore',
+    errorLines: RESTORERS[request.db.type].errorLines?.(format),
   });
   const exited = tool.exited.then(() => undefined, (error: unknown) => error as Error);
   try {

@@ -43,7 +43,9 @@ export const postgresql = {
     const credentials = libpqCredentials(db, join(secretsDir, 'pgpass'));
     if (format === 'sql') {
       // pg_dumpall's script connects to each database itself (\connect); it starts from `postgres`.
-      return { file: tool, args: ['-X', '-q', '--set=ON_ERROR_STOP=1', ...connection(db, 'postgres'), ...db.extraArgs], ...credentials };
+      // It drops and re-creates every role, including the one restoring it, which PostgreSQL refuses:
+      // so psql carries on after errors, and errorLines below decides which ones fail the restore.
+      return { file: tool, args: ['-X', '-q', ...connection(db, 'postgres'), ...db.extraArgs], ...credentials };
     }
     const args = [
       ...connection(db, db.name),
@@ -57,6 +59,10 @@ export const postgresql = {
     ];
     return { file: tool, args, ...credentials };
   },
+
+  // The two errors a pg_dumpall script always meets on a live server: its own roles exist, and the
+  // restoring role cannot drop itself. Every other ERROR fails the restore.
+  errorLines: (format) => (format === 'sql' ? { match: /\b(ERROR|FATAL|PANIC):/, benign: /ERROR:\s+(current user cannot be dropped|role ".*" already exists)$/ } : undefined),
 
   async count(db, { secretsDir, path, query }) {
     const psql = requireTool(['psql'], path, 'count the rows of a postgresql database');

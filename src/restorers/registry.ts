@@ -7,4 +7,4 @@ import { redis } from './redis.ts';
 import { sqlite } from './sqlite.ts';
 import type { Restorer } from './types.ts';
 
-export const RESTORERS = { postgresql, mysql, mariadb, mongodb, redis, sqlite } as const satisfies Record<DbType, Restorer>;
+export const RESTORERS: Readonly<Record<DbType, Restorer>> = { postgresql, mysql, mariadb, mongodb, redis, sqlite };

@@ -34,6 +34,9 @@ export type Restorer = {
   // Pure: the command that reads the raw dump on stdin and loads it into the database `db` names;
   // undefined when the dump itself is the restored file (a Redis RDB is written where a server loads it).
   command(db: DbConfig, context: RestoreContext): DumpCommand | undefined;
+  // For a tool that carries on after a failed statement and exits 0 anyway: which stderr lines are
+  // errors, and which of those are expected (they then do not fail the restore).
+  errorLines?: (format: DumpFormat) => { match: RegExp; benign: RegExp } | undefined;
   // What the database `db` names holds now: every table (with its rows) or every non-empty keyspace.
   // Used to refuse a non-empty restore target, to capture facts at dump time and to verify.
   count(db: DbConfig, context: CountContext): Promise<Counts>;

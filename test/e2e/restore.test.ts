@@ -141,6 +141,35 @@ describe('postgresql', () => {
     assert.match(lastLine(altered).message, /public\.orders: expected 5001, restored 5000/);
   });
 
+  test('a pg_dumpall backup verifies, and restores every database into a fresh cluster (its DROP ROLE of the restoring user is expected, any other error is not)', async (t) => {
+    if (!requireBinaries(t, ['initdb', 'pg_dumpall', 'psql'])) return;
+    const allBucket = join(work, 'pg-all');
+    const allEnv: Record<string, string> = env({ DB_ALL_DATABASES: 'true', STORAGE_BUCKET: allBucket });
+    delete allEnv.DB_NAME;
+    const backup = await runJob(allEnv);
+    assert.equal(backup.code, 0, backup.stdout);
+    const verify = await runJob({ ...allEnv, JOB_MODE: 'verify', RESTORE_KEY: 'latest' });
+    assert.equal(verify.code, 0, verify.stdout);
+    assert.equal((lastLine(verify).verification as { factsFound: boolean }).factsFound, false, 'BACKUP_FACTS was off');
+
+    const fresh = await startPostgres();
+    try {
+      // The script gives every role its password from the source cluster, the restoring role too, and
+      // then reconnects: the restoring role must already have that password.
+      await fresh.sql(`ALTER ROLE postgres PASSWORD '${pg.password}'`);
+      const restored = await runJob({ ...allEnv, JOB_MODE: 'restore', RESTORE_KEY: 'latest', DB_PORT: String(fresh.port) });
+      assert.equal(restored.code, 0, restored.stdout);
+      const orders = `SELECT md5(string_agg(o::text, '|' ORDER BY id)) FROM orders o`;
+      // The fresh cluster's postgres now has the source's password: read it with the source's passfile.
+      const copied = execFileSync(join(pg.binDir, 'psql'), ['-XAtq', '-h', fresh.host, '-p', String(fresh.port), '-U', 'postgres', '-d', 'shop', '-c', orders], { env: { PGPASSFILE: pg.passFile } });
+      assert.equal(copied.toString().trim(), await pg.sql(orders, 'shop'));
+      const again = await runJob({ ...allEnv, JOB_MODE: 'restore', RESTORE_KEY: 'latest', DB_PORT: String(fresh.port) });
+      assert.equal(again.code, EXIT_CODES.CONFIG.code, 'a cluster that holds databases is refused');
+    } finally {
+      await fresh.stop();
+    }
+  });
+
   test('a verification as root without VERIFY_RUN_AS says it cannot run, and is not a success', async (t) => {
     if (process.getuid?.() !== 0 || !key) return t.skip('only meaningful as root');
     const asRoot: Record<string, string> = env({ JOB_MODE: 'verify', RESTORE_KEY: key });
