@@ -251,6 +251,9 @@ function jobConfig(
   if (mode === 'restore' && dbType === 'redis' && !base.RESTORE_RDB_PATH) {
     problems.push('RESTORE_RDB_PATH is required to restore redis: the RDB file is written there for a Redis server to load (a running server cannot be loaded from outside)');
   }
+  if (dbType === 'mongodb' && (mode === 'verify' || base.BACKUP_VERIFY || base.BACKUP_FACTS)) {
+    problems.push('JOB_MODE=verify, BACKUP_VERIFY and BACKUP_FACTS are not available for mongodb: the image has no mongod or mongosh');
+  }
   if (base.RESTORE_RDB_PATH && !(mode === 'restore' && dbType === 'redis')) problems.push('RESTORE_RDB_PATH applies only to JOB_MODE=restore with DB_TYPE=redis');
   let verifyRunAs: JobConfig['verifyRunAs'];
   if (base.VERIFY_RUN_AS !== undefined) {

@@ -132,11 +132,12 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
   const key = `${config.backup.prefix}${config.db.type}-${slug(config.db)}-${context.runId}${engine.extension(config.db)}${EXTENSION[compression]}`;
   const target = STORAGE_DRIVERS[config.storage.type].open(config.storage, config.storage.settings);
   const secretsDir = await createSecretsDir();
+  // Row counts taken for the dump (BACKUP_FACTS, BACKUP_VERIFY): PostgreSQL's holds the dump's snapshot open.
+  let capture: FactsCapture | undefined;
   try {
     const plain = engine.command(config.db, { secretsDir, tool: tool.file, compression });
     await writeCredentialFiles(plain);
-    const capture = config.job.captureFacts ? await captureFacts(config, plain, { secretsDir, log, scrub: context.scrub, signal }) : undefined;
-    try {
+    if (config.job.captureFacts) capture = await captureFacts(config, plain, { secretsDir, log, scrub: context.scrub, signal });
     const command = capture?.command ?? plain;
     facts.prepareMs = Math.round(performance.now() - prepareStart);
     signal.throwIfAborted();
@@ -212,10 +213,8 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       facts.streamMs = Math.round(performance.now() - streamStart);
       await Promise.allSettled([dump.exited, compressor?.exited]);
     }
-    } finally {
-      await capture?.close();
-    }
   } finally {
+    await capture?.close();
     await removeSecretsDir(secretsDir, log);
   }
 }

@@ -122,6 +122,7 @@ describe('JOB_MODE settings', () => {
     assert.match(found, /VERIFY_RUN_AS must be a non-root uid/);
     assert.match(problems({ ...base, JOB_MODE: 'verify', RESTORE_KEY: '../etc/x.dump' }), /no leading \/ and no \.\. segments/);
     assert.match(problems({ ...base, JOB_MODE: 'restore', RESTORE_KEY: 'a.rdb', DB_TYPE: 'redis', DB_HOST: 'r', DB_NAME: '' }), /RESTORE_RDB_PATH is required to restore redis/);
+    assert.match(problems({ ...base, DB_TYPE: 'mongodb', DB_HOST: 'm', BACKUP_VERIFY: 'true' }), /not available for mongodb/);
   });
 
   test('BACKUP_VERIFY captures the facts, and VERIFY_RUN_AS takes uid or uid:gid', () => {
