@@ -31,7 +31,7 @@ try {
   const env = {
     PATH: `${pg.binDir}:${process.env.PATH ?? ''}`, HOME: work,
     DB_TYPE: 'postgresql', DB_HOST: pg.host, DB_PORT: String(pg.port), DB_NAME: 'shop', DB_USERNAME: pg.user, DB_PASSWORD: pg.password,
-    STORAGE_TYPE: 'local', STORAGE_BUCKET: join(work, 'bucket'), VERIFY_DIR: work,
+    STORAGE_TYPE: 'local', STORAGE_BUCKET: join(work, 'bucket'),
     ...(account && { VERIFY_RUN_AS: `${account[2]}:${account[3]}` }),
   };
   const run = async (label: string, extra: Record<string, string>): Promise<{ result: Measurement; log: string }> => {
