@@ -18,7 +18,6 @@ const DENIED_CODES = new Set(['EACCES', 'EPERM', 'EROFS']);
 function kindOf(error: unknown): StorageFailure {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (code && DENIED_CODES.has(code)) return 'denied';
-  if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return 'missing';
   if (code === 'EIO' || code === 'EAGAIN' || code === 'EBUSY') return 'unavailable';
   return 'other';
 }
@@ -49,7 +48,9 @@ export const local = {
         try {
           await once(stream, 'open');
         } catch (error) {
-          throw new StorageError(`reading ${path} failed: ${(error as Error).message}`, kindOf(error), { cause: error });
+          const code = (error as NodeJS.ErrnoException).code ?? '';
+          const kind = ['ENOENT', 'ENOTDIR', 'EISDIR'].includes(code) ? 'missing' : kindOf(error);
+          throw new StorageError(`reading ${path} failed: ${(error as Error).message}`, kind, { cause: error });
         }
         return stream;
       },
