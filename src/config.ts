@@ -31,6 +31,31 @@ export type BackupConfig = {
   expectedSize: number | undefined;
 };
 
+// What this run does: back up (and maybe verify), restore an object, or verify an object.
+export const JOB_MODES = ['backup', 'restore', 'verify'] as const;
+export type JobMode = (typeof JOB_MODES)[number];
+
+// JOB_MODE and the settings of restore and verify.
+export type JobConfig = {
+  mode: JobMode;
+  // The object to restore or verify (a full key, or `latest`: the newest of this database under BACKUP_PATH).
+  restoreKey: string | undefined;
+  // Whose newest backup RESTORE_KEY=latest picks: a DB_NAME as it was backed up (default: DB_NAME).
+  restoreSource: string | undefined;
+  // Restore into a target that already holds tables (or keys, or a file).
+  restoreForce: boolean;
+  // Redis: the file the restored RDB is written to (a Redis server loads it from its `dir`).
+  restoreRdbPath: string | undefined;
+  // Backup mode: verify the object right after storing it.
+  verifyAfterBackup: boolean;
+  // Backup mode: capture row/key counts at dump time (always on with verifyAfterBackup).
+  captureFacts: boolean;
+  // When the job runs as root: the uid:gid a throw-away server is started as (servers refuse root).
+  verifyRunAs: { uid: number; gid: number } | undefined;
+  // Parent of the throw-away server's private temp dir; default the system temp dir.
+  verifyDir: string | undefined;
+};
+
 // The signed callback to the control plane; undefined when CALLBACK_URL is not set.
 export type CallbackConfig = {
   url: string;
@@ -50,6 +75,7 @@ export type StorageConfig = CommonStorageSettings & { type: StorageType; setting
 
 // Everything a run needs, validated.
 export type Config = {
+  job: JobConfig;
   db: DbConfig;
   storage: StorageConfig;
   backup: BackupConfig;
@@ -79,6 +105,15 @@ export function loadConfig(source: Env): Config {
   // Spread: envalid's strict proxy throws on reading a variable that failed validation; we want to
   // carry on and collect every problem, so keep a plain copy of what did validate.
   const baseSpec = {
+      JOB_MODE: str({ choices: JOB_MODES, default: 'backup' }),
+      RESTORE_KEY: str({ default: undefined }),
+      RESTORE_FORCE: bool({ default: false }),
+      RESTORE_SOURCE: str({ default: undefined }),
+      RESTORE_RDB_PATH: str({ default: undefined }),
+      BACKUP_VERIFY: bool({ default: false }),
+      BACKUP_FACTS: bool({ default: false }),
+      VERIFY_RUN_AS: str({ default: undefined }),
+      VERIFY_DIR: str({ default: undefined }),
       DB_TYPE: str({ choices: [...DB_TYPES, ...Object.keys(DB_TYPE_ALIASES)], desc: 'database type' }),
       DB_HOST: str({ default: undefined }),
       DB_PORT: num({ default: undefined }),
@@ -176,11 +211,13 @@ export function loadConfig(source: Env): Config {
       problems.push(...error.problems);
     }
   }
+  const job = jobConfig(base, dbType, problems);
 
   if (problems.length > 0 || !storageType || !dbType) throw new ConfigError(problems, warnings);
 
   const secretNames = [...BASE_SECRETS, ...Object.values(STORAGE_DRIVERS).flatMap((d) => d.secrets)];
   return {
+    job,
     db,
     storage: {
       type: storageType,
@@ -235,6 +272,45 @@ export function loadConfig(source: Env): Config {
 function linesOf(value: string): string[] {
   const lines = value.split(/\r?\n/);
   return lines.length > 1 ? lines : [];
+}
+
+// JOB_MODE and its settings; each combination that cannot work is a problem named by its variables.
+function jobConfig(
+  base: { JOB_MODE: JobMode; RESTORE_KEY?: string | undefined; RESTORE_SOURCE?: string | undefined; RESTORE_FORCE: boolean; RESTORE_RDB_PATH?: string | undefined; BACKUP_VERIFY: boolean; BACKUP_FACTS: boolean; VERIFY_RUN_AS?: string | undefined; VERIFY_DIR?: string | undefined },
+  dbType: DbType | undefined,
+  problems: string[],
+): JobConfig {
+  const mode = base.JOB_MODE ?? 'backup';
+  const key = base.RESTORE_KEY?.trim();
+  if (mode !== 'backup' && !key) problems.push(`RESTORE_KEY is required with JOB_MODE=${mode} (an object key, or latest)`);
+  if (mode === 'backup' && key) problems.push('RESTORE_KEY applies only to JOB_MODE=restore or verify');
+  if (key && (key.startsWith('/') || key.split('/').includes('..'))) problems.push('RESTORE_KEY is an object key: no leading / and no .. segments');
+  if (base.RESTORE_SOURCE !== undefined && key !== 'latest') problems.push('RESTORE_SOURCE applies only to RESTORE_KEY=latest');
+  if (mode !== 'backup' && base.BACKUP_VERIFY) problems.push(`BACKUP_VERIFY applies only to JOB_MODE=backup (JOB_MODE=verify verifies an existing object)`);
+  if (mode === 'restore' && dbType === 'redis' && !base.RESTORE_RDB_PATH) {
+    problems.push('RESTORE_RDB_PATH is required to restore redis: the RDB file is written there for a Redis server to load (a running server cannot be loaded from outside)');
+  }
+  if (dbType === 'mongodb' && (mode === 'verify' || base.BACKUP_VERIFY || base.BACKUP_FACTS)) {
+    problems.push('JOB_MODE=verify, BACKUP_VERIFY and BACKUP_FACTS are not available for mongodb: the image has no mongod or mongosh');
+  }
+  if (base.RESTORE_RDB_PATH && !(mode === 'restore' && dbType === 'redis')) problems.push('RESTORE_RDB_PATH applies only to JOB_MODE=restore with DB_TYPE=redis');
+  let verifyRunAs: JobConfig['verifyRunAs'];
+  if (base.VERIFY_RUN_AS !== undefined) {
+    const match = /^(\d+)(?::(\d+))?$/.exec(base.VERIFY_RUN_AS.trim());
+    if (!match || Number(match[1]) === 0) problems.push('VERIFY_RUN_AS must be a non-root uid or uid:gid, e.g. 10001:10001');
+    else verifyRunAs = { uid: Number(match[1]), gid: Number(match[2] ?? match[1]) };
+  }
+  return {
+    mode,
+    restoreKey: key || undefined,
+    restoreSource: base.RESTORE_SOURCE,
+    restoreForce: base.RESTORE_FORCE,
+    restoreRdbPath: base.RESTORE_RDB_PATH,
+    verifyAfterBackup: base.BACKUP_VERIFY,
+    captureFacts: base.BACKUP_FACTS || base.BACKUP_VERIFY,
+    verifyRunAs,
+    verifyDir: base.VERIFY_DIR,
+  };
 }
 
 // Every secret variable that may be given as X_FILE, from the base contract and every storage target.

@@ -36,6 +36,8 @@ const SECRETS_DIR = new RegExp(`^${SECRETS_DIR_PREFIX}(${OWNER_TAG_PATTERN})-[A-
 export type RunningDump = {
   // The tool's output; undefined when it writes straight into `options.stdout`.
   stdout: Readable | undefined;
+  // The tool's input when started with `stdin: 'pipe'` (a restore tool reading the dump).
+  stdin: Writable | undefined;
   // Resolves when the tool exited 0; rejects with a DumpError otherwise (after stop() or an abort,
   // with a plain "was stopped" one: the run then reports what made it stop, not this).
   exited: Promise<void>;
@@ -96,13 +98,26 @@ export async function toolVersion(file: string, env: Readonly<Record<string, str
 export function startDump(
   command: DumpCommand,
   engine: DumpEngine,
-  options: { baseEnv: Readonly<Record<string, string>>; signal: AbortSignal; log: Logger; scrub: Scrub; stdout?: Writable | undefined },
+  options: {
+    baseEnv: Readonly<Record<string, string>>;
+    signal: AbortSignal;
+    log: Logger;
+    scrub: Scrub;
+    stdout?: Writable | 'ignore' | undefined;
+    stdin?: 'pipe' | undefined;
+    // A restore tool's failures are the restore's (stage `restore`), not the dump's.
+    stage?: 'dump' | 'restore';
+    // A tool that goes on after an error and still exits 0: its stderr lines matching `match` are
+    // failures, unless they also match `benign`.
+    errorLines?: { match: RegExp; benign: RegExp } | undefined;
+  },
 ): RunningDump {
   const stopped = new AbortController();
+  const stage = options.stage ?? 'dump';
   const child = execa(command.file, command.args, {
     env: { ...options.baseEnv, ...command.env },
     extendEnv: false,
-    stdin: 'ignore',
+    stdin: options.stdin ?? 'ignore',
     stdout: options.stdout ?? 'pipe',
     stderr: 'pipe',
     buffer: false,
@@ -114,14 +129,18 @@ export function startDump(
 
   // Kept unscrubbed until joined: a secret with a line break is then matched whole.
   const tail: string[] = [];
+  const errors: string[] = [];
   const stderrClosed = readLines(child.stderr, (raw, cutBytes) => {
     const mark = cutBytes > 0 ? ` […${cutBytes} more bytes cut]` : '';
     tail.push(raw + mark);
     if (tail.length > STDERR_TAIL_LINES) tail.shift();
-    return options.scrub(raw) + mark;
+    const line = options.scrub(raw) + mark;
+    const rule = options.errorLines;
+    if (rule && rule.match.test(line) && !rule.benign.test(line) && errors.length < STDERR_TAIL_LINES) errors.push(line);
+    return line;
   }, {
-    line: (line) => options.log.info({ tool: command.file, stderr: line }, 'dump tool stderr'),
-    suppressed: (count) => options.log.warn({ tool: command.file, suppressedLines: count }, `dump tool stderr: ${count} more lines not logged (more than ${MAX_STDERR_LINES_PER_SECOND} a second; the last ${STDERR_TAIL_LINES} are in the error)`),
+    line: (line) => options.log.info({ tool: command.file, stderr: line }, `${stage} tool stderr`),
+    suppressed: (count) => options.log.warn({ tool: command.file, suppressedLines: count }, `${stage} tool stderr: ${count} more lines not logged (more than ${MAX_STDERR_LINES_PER_SECOND} a second; the last ${STDERR_TAIL_LINES} are in the error)`),
   });
 
   const exited = (async () => {
@@ -129,25 +148,30 @@ export function startDump(
     await stderrClosed;
     if (stopped.signal.aborted || options.signal.aborted) {
       if (result.exitCode === 0) return;
-      throw new DumpError(`${command.file} was stopped`, { kind: 'failed', exitCode: result.exitCode, signal: result.signal });
+      throw new DumpError(`${command.file} was stopped`, { kind: 'failed', exitCode: result.exitCode, signal: result.signal, stage });
     }
     const stderrTail = options.scrub(tail.join('\n'));
     if (result.failed && result.exitCode === undefined && result.signal === undefined) {
       const missing = (result.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
-      throw new DumpError(`${command.file} could not start: ${options.scrub(result.shortMessage ?? 'unknown error')}`, { kind: missing ? 'missing-tool' : 'failed', stderrTail });
+      throw new DumpError(`${command.file} could not start: ${options.scrub(result.shortMessage ?? 'unknown error')}`, { kind: missing ? 'missing-tool' : 'failed', stderrTail, stage });
     }
-    if (result.exitCode === 0) return;
+    if (result.exitCode === 0 && errors.length === 0) return;
+    if (result.exitCode === 0) {
+      throw new DumpError(`${command.file} exited 0 but reported errors: ${errors.join('\n')}`, { kind: 'failed', exitCode: 0, stderrTail, stage });
+    }
     const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`;
     throw new DumpError(`${command.file} ${how}${stderrTail ? `: ${stderrTail}` : ''}`, {
       kind: result.signal ? 'failed' : engine.classify(stderrTail),
       exitCode: result.exitCode,
       signal: result.signal,
       stderrTail,
+      stage,
     });
   })();
 
   return {
     stdout: child.stdout ?? undefined,
+    stdin: child.stdin ?? undefined,
     exited,
     stop: () => stopped.abort(),
   };

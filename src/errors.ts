@@ -2,7 +2,7 @@
 // mapping and the failure callback read; messages never contain secrets (callers scrub first).
 
 // Where in the run a failure happened; also the `error.stage` of the failure callback.
-export type Stage = 'config' | 'dump' | 'compress' | 'storage' | 'callback' | 'deadline' | 'signal' | 'internal';
+export type Stage = 'config' | 'dump' | 'compress' | 'storage' | 'restore' | 'verify' | 'callback' | 'deadline' | 'signal' | 'internal';
 
 // Base of every error this program raises on purpose.
 export class PlanBError extends Error {
@@ -31,7 +31,8 @@ export class ConfigError extends PlanBError {
 // tool refused the request itself (no such database, an unknown option), which no retry fixes.
 export type DumpFailure = 'unreachable' | 'auth' | 'invalid' | 'failed' | 'empty' | 'incomplete' | 'missing-tool';
 
-// The dump tool (or the compressor fed by it) failed: non-zero exit, death by signal, no output.
+// The dump tool (or the compressor fed by it), or a restore tool, failed: non-zero exit, death by
+// signal, no output.
 export class DumpError extends PlanBError {
   readonly kind: DumpFailure;
   readonly exitCode: number | undefined;
@@ -39,7 +40,7 @@ export class DumpError extends PlanBError {
   readonly stderrTail: string;
   constructor(
     message: string,
-    facts: { kind: DumpFailure; exitCode?: number | undefined; signal?: string | undefined; stderrTail?: string; stage?: 'dump' | 'compress' },
+    facts: { kind: DumpFailure; exitCode?: number | undefined; signal?: string | undefined; stderrTail?: string; stage?: 'dump' | 'compress' | 'restore' },
     options?: ErrorOptions,
   ) {
     super(facts.stage ?? 'dump', message, options);
@@ -50,8 +51,9 @@ export class DumpError extends PlanBError {
   }
 }
 
-// How a storage failure should be treated: `denied` will not heal by retrying, `unavailable` may.
-export type StorageFailure = 'denied' | 'unavailable' | 'other';
+// How a storage failure should be treated: `denied` will not heal by retrying, `unavailable` may,
+// `missing` is an object that is not there (a restore of a wrong key).
+export type StorageFailure = 'denied' | 'unavailable' | 'missing' | 'other';
 
 // Writing the object failed; nothing is left at the key.
 export class StorageError extends PlanBError {
@@ -59,6 +61,21 @@ export class StorageError extends PlanBError {
   constructor(message: string, kind: StorageFailure, options?: ErrorOptions) {
     super('storage', message, options);
     this.kind = kind;
+  }
+}
+
+// A verification restored the object and found it differs from what was dumped (or did not restore).
+export class VerifyError extends PlanBError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('verify', message, options);
+  }
+}
+
+// A verification could not run here (no server binaries, too little disk or memory, running as root
+// without VERIFY_RUN_AS): nothing was verified, which is never a success.
+export class VerifyUnavailableError extends PlanBError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('verify', message, options);
   }
 }
 

@@ -8,6 +8,8 @@ import {
   InterruptedError,
   PlanBError,
   StorageError,
+  VerifyError,
+  VerifyUnavailableError,
 } from './errors.ts';
 
 // What a scheduler should do when it sees a code: retry the run, or stop and tell a person.
@@ -17,15 +19,17 @@ export type Retry = 'retry' | 'fail';
 // shell's 128+N for signals; anything not listed (Node's own 1–14, 137 = SIGKILL/OOM) is a failure.
 export const EXIT_CODES = {
   OK: { code: 0, retry: 'fail', meaning: 'Backup stored and, if configured, the callback delivered.' },
-  DUMP_FAILED: { code: 65, retry: 'retry', meaning: 'The dump tool or the compressor failed: non-zero exit, killed, no output, or a dump without its marks of completeness.' },
+  DUMP_FAILED: { code: 65, retry: 'retry', meaning: 'The dump or restore tool or the (de)compressor failed: non-zero exit, killed, no output, or a dump without its marks of completeness.' },
   DB_INVALID: { code: 66, retry: 'fail', meaning: 'The dump tool refused the request itself: no such database, or an option in DB_EXTRA_ARGS it does not accept.' },
   DB_UNREACHABLE: { code: 69, retry: 'retry', meaning: 'The database could not be reached (connection refused, DNS, timeout).' },
   INTERNAL: { code: 70, retry: 'fail', meaning: 'A bug in Plan B: an unexpected error. Please report it with the log.' },
-  STORAGE_DENIED: { code: 73, retry: 'fail', meaning: 'Storage refused the credentials or the permission (bucket missing, 401/403).' },
+  STORAGE_DENIED: { code: 73, retry: 'fail', meaning: 'Storage refused the credentials or the permission (401/403), or the bucket or the object to restore is missing.' },
   STORAGE_FAILED: { code: 74, retry: 'retry', meaning: 'Storage was unavailable, throttled or failed otherwise; nothing was left at the key.' },
   CALLBACK_FAILED: { code: 76, retry: 'fail', meaning: 'Backup stored, but the callback could not be delivered; do not re-run the dump for it.' },
   DB_AUTH: { code: 77, retry: 'fail', meaning: 'The database refused the credentials or the permission to dump.' },
   CONFIG: { code: 78, retry: 'fail', meaning: 'Configuration invalid or missing; every bad variable is named in the log.' },
+  VERIFY_FAILED: { code: 80, retry: 'fail', meaning: 'Verification failed: the object did not restore, or its row/key counts differ from the dump\'s.' },
+  VERIFY_UNAVAILABLE: { code: 81, retry: 'fail', meaning: 'Verification could not run (no server binaries, too little disk or memory, root without VERIFY_RUN_AS); nothing was verified.' },
   DEADLINE: { code: 124, retry: 'retry', meaning: 'BACKUP_TIMEOUT ran out; the run was aborted and nothing was stored.' },
   SIGINT: { code: 130, retry: 'retry', meaning: 'Interrupted by SIGINT; the run was aborted and nothing was stored.' },
   SIGTERM: { code: 143, retry: 'retry', meaning: 'Stopped by SIGTERM (platform shutdown); the run was aborted and nothing was stored.' },
@@ -55,8 +59,10 @@ export function exitNameFor(error: unknown): ExitName {
         return 'DUMP_FAILED';
     }
   }
-  if (error instanceof StorageError) return error.kind === 'denied' ? 'STORAGE_DENIED' : 'STORAGE_FAILED';
+  if (error instanceof StorageError) return error.kind === 'denied' || error.kind === 'missing' ? 'STORAGE_DENIED' : 'STORAGE_FAILED';
   if (error instanceof CallbackError) return 'CALLBACK_FAILED';
+  if (error instanceof VerifyError) return 'VERIFY_FAILED';
+  if (error instanceof VerifyUnavailableError) return 'VERIFY_UNAVAILABLE';
   if (error instanceof PlanBError) return 'INTERNAL';
   return 'INTERNAL';
 }

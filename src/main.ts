@@ -6,7 +6,9 @@ import { loadConfig } from './config.ts';
 import { ConfigError, InterruptedError } from './errors.ts';
 import { EXIT_CODES, exitCodeFor } from './exit-codes.ts';
 import { createLogger, type Logger } from './log.ts';
+import { runRestore } from './restore.ts';
 import { runBackup } from './run.ts';
+import { runVerify } from './verify.ts';
 
 // After SIGTERM the platform kills us anyway (Kubernetes: 30 s, Cloud Run: 10 s); stop cleanly before.
 const FORCED_EXIT_AFTER_SIGNAL_MS = 8_000;
@@ -55,7 +57,8 @@ async function main(): Promise<number> {
   }
   log = createLogger({ level: config.logLevel, base: platformFields(config.platform) });
   for (const warning of config.warnings) log.warn(warning);
-  const report = await runBackup(config, { log, signal: controller.signal });
+  const run = { backup: runBackup, restore: runRestore, verify: runVerify }[config.job.mode];
+  const report = await run(config, { log, signal: controller.signal });
   if (log.isLevelEnabled('debug')) log.debug({ memory: memoryAtExit() }, 'memory at exit');
   return report.exitCode;
 }

@@ -1,11 +1,11 @@
 // What one run did, in facts: the log's last line and the callback's payload are built from it.
-import type { Platform } from './config.ts';
-import type { Stage } from './errors.ts';
-import type { ExitName } from './exit-codes.ts';
+import type { Config, Platform } from './config.ts';
+import { CallbackError, PlanBError, type Stage } from './errors.ts';
+import { EXIT_CODES, exitNameFor, type ExitName } from './exit-codes.ts';
 import type { DbType, Compression } from './engines/types.ts';
 import type { StorageType } from './storage/registry.ts';
 
-// The stored object, present only when the backup succeeded.
+// The stored object: the backup's when it succeeded, or the object a restore or verification read.
 export type ObjectReport = {
   storageType: StorageType;
   bucket: string;
@@ -19,7 +19,28 @@ export type ObjectReport = {
 // Why a run failed; `message` is already scrubbed of secrets.
 export type ErrorReport = { stage: Stage; code: ExitName; message: string };
 
+// What a run did: a backup (perhaps verified), a restore of a stored object, or a verification of one.
+export type Operation = 'backup' | 'restore' | 'verify';
+
+// The outcome of restoring an object into a throw-away server and comparing it with the dump's facts.
+export type VerificationReport = {
+  status: 'passed' | 'failed';
+  // What the counts are: rows per table, keys per Redis database, databases of a cluster.
+  unit: 'rows' | 'keys' | 'databases';
+  // Whether facts captured at dump time were found to compare with.
+  factsFound: boolean;
+  // Tables (or keyspaces, databases) compared, and the rows (or keys) they hold in the dump.
+  tables: number;
+  rowsCompared: number;
+  // Every name whose count differs; null where the name is absent on that side.
+  mismatches: { name: string; expected: number | null; actual: number | null }[];
+  // The restored counts, for the log line.
+  counts: Record<string, number>;
+  durationMs: number;
+};
+
 export type RunReport = {
+  operation: Operation;
   runId: string;
   status: 'succeeded' | 'failed';
   exitCode: number;
@@ -34,5 +55,49 @@ export type RunReport = {
   // Wall time of each stage in milliseconds (the dump and the upload overlap: they are one stream).
   durations: { totalMs: number; prepareMs: number; streamMs: number };
   error: ErrorReport | undefined;
+  // Present when the run verified an object (JOB_MODE=verify, or BACKUP_VERIFY after a backup).
+  verification?: VerificationReport | undefined;
   platform: Platform;
 };
+
+// The facts of a finished run, whatever its operation; the failure decides status and exit code.
+export type RunFacts = {
+  operation: Operation;
+  runId: string;
+  startedAt: Date;
+  finishedAt: Date;
+  tool: { name: string; version: string };
+  object: ObjectReport | undefined;
+  rawBytes: number;
+  durations: { prepareMs: number; streamMs: number };
+  failure: unknown;
+  verification?: VerificationReport | undefined;
+  // Removes secrets from the error message.
+  scrub: (text: string) => string;
+};
+
+// Builds the report of a run from its facts.
+export function reportFor(config: Config, run: RunFacts): RunReport {
+  const { failure } = run;
+  const exitName = exitNameFor(failure);
+  return {
+    operation: run.operation,
+    runId: run.runId,
+    status: failure === undefined || failure instanceof CallbackError ? 'succeeded' : 'failed',
+    exitCode: EXIT_CODES[exitName].code,
+    exitName,
+    database: { type: config.db.type, host: config.db.host, name: config.db.name },
+    dumpTool: run.tool,
+    object: run.object,
+    rawBytes: run.rawBytes,
+    startedAt: run.startedAt,
+    finishedAt: run.finishedAt,
+    durations: { totalMs: run.finishedAt.getTime() - run.startedAt.getTime(), ...run.durations },
+    error:
+      failure === undefined
+        ? undefined
+        : { stage: failure instanceof PlanBError ? failure.stage : 'internal', code: exitName, message: run.scrub(failure instanceof Error ? failure.message : JSON.stringify(failure)) },
+    verification: run.verification,
+    platform: config.platform,
+  };
+}

@@ -10,7 +10,6 @@ import { createSecretsDir, removeSecretsDir, runPreflight, startDump, toolVersio
 import { ENGINES } from './engines/registry.ts';
 import type { DbConfig } from './engines/types.ts';
 import { CallbackError, ConfigError, DeadlineError, DumpError, PlanBError, StorageError } from './errors.ts';
-import { EXIT_CODES, exitNameFor } from './exit-codes.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
 import { watchRaw, watchZstd } from './pipeline/completeness.ts';
@@ -18,7 +17,10 @@ import { holdUntilExit } from './pipeline/hold-until-exit.ts';
 import { createMeter } from './pipeline/meter.ts';
 import { watchStall } from './pipeline/stall.ts';
 import { scrubSecrets } from './redact.ts';
-import type { ObjectReport, RunReport } from './report.ts';
+import { captureFacts, factsKey, storeFacts, unitOf, type Facts, type FactsCapture } from './facts.ts';
+import { reportFor, type ObjectReport, type RunReport, type VerificationReport } from './report.ts';
+import type { StorageTarget } from './storage/types.ts';
+import { logVerification, verificationFailure, verifyObject } from './verify.ts';
 import { STORAGE_DRIVERS } from './storage/registry.ts';
 import { formatBytes, formatDuration } from './units.ts';
 import { which } from './which.ts';
@@ -42,7 +44,7 @@ export async function runBackup(config: Config, options: RunOptions): Promise<Ru
   const startedAt = now();
   const runId = newRunId(startedAt);
   const log = options.log.child({ runId });
-  const scrub: Scrub = (text) => scrubSecrets(text, config.secrets);
+  const scrub = scrubber(config.secrets);
   const engine = ENGINES[config.db.type];
   const deadline = startDeadline(config.backup.timeoutMs);
   // Aborted by the stall watch (pipeline/stall.ts) with a StorageError: the store stopped taking bytes.
@@ -51,14 +53,27 @@ export async function runBackup(config: Config, options: RunOptions): Promise<Ru
 
   const facts = { tool: { name: engine.tools(config.db)[0] ?? 'unknown', version: 'unknown' }, rawBytes: 0, prepareMs: 0, streamMs: 0 };
   let object: ObjectReport | undefined;
+  let verification: VerificationReport | undefined;
   let failure: unknown;
+  const context: BackupContext = { runId, log, scrub, signal, stall, facts, now, dumpFacts: undefined };
   try {
-    object = await backup(config, { runId, log, scrub, signal, stall, facts, now });
+    object = await backup(config, context);
   } catch (error) {
     failure = signal.aborted ? signal.reason : error;
   }
+  if (object && config.job.verifyAfterBackup) {
+    log.info({ key: object.key }, 'backup stored; verifying it in a throw-away server');
+    try {
+      const target = STORAGE_DRIVERS[config.storage.type].open(config.storage, config.storage.settings);
+      ({ verification } = await verifyObject(config, { target, key: object.key, storedBytes: object.bytes, facts: context.dumpFacts, log, scrub, signal }));
+      logVerification(log, verification);
+      failure = verificationFailure(verification);
+    } catch (error) {
+      failure = signal.aborted ? signal.reason : error;
+    }
+  }
 
-  let report = buildReport(config, { runId, startedAt, finishedAt: now(), facts, object, failure, scrub });
+  let report = { ...buildReport(config, { runId, startedAt, finishedAt: now(), facts, object, failure, scrub }), verification };
   if (failure === undefined) {
     log.info({ object, rawBytes: report.rawBytes, durations: report.durations }, 'backup stored');
   } else {
@@ -79,7 +94,7 @@ export async function runBackup(config: Config, options: RunOptions): Promise<Ru
         log.warn({ err: error }, 'the failure callback could not be delivered; the backup failure decides the exit code');
       } else {
         const callbackFailure = error instanceof CallbackError ? error : new CallbackError(messageOf(error), { attempts: 0 }, { cause: error });
-        report = buildReport(config, { runId, startedAt, finishedAt: now(), facts, object, failure: callbackFailure, scrub });
+        report = { ...buildReport(config, { runId, startedAt, finishedAt: now(), facts, object, failure: callbackFailure, scrub }), verification };
         log.error({ exitCode: report.exitCode, exitName: report.exitName, object }, `backup stored, but the callback failed: ${report.error?.message}`);
       }
     }
@@ -92,26 +107,8 @@ function buildReport(
   config: Config,
   run: { runId: string; startedAt: Date; finishedAt: Date; facts: BackupContext['facts']; object: ObjectReport | undefined; failure: unknown; scrub: Scrub },
 ): RunReport {
-  const { failure, facts } = run;
-  const exitName = exitNameFor(failure);
-  return {
-    runId: run.runId,
-    status: failure === undefined || failure instanceof CallbackError ? 'succeeded' : 'failed',
-    exitCode: EXIT_CODES[exitName].code,
-    exitName,
-    database: { type: config.db.type, host: config.db.host, name: config.db.name },
-    dumpTool: facts.tool,
-    object: run.object,
-    rawBytes: facts.rawBytes,
-    startedAt: run.startedAt,
-    finishedAt: run.finishedAt,
-    durations: { totalMs: run.finishedAt.getTime() - run.startedAt.getTime(), prepareMs: facts.prepareMs, streamMs: facts.streamMs },
-    error:
-      failure === undefined
-        ? undefined
-        : { stage: failure instanceof PlanBError ? failure.stage : 'internal', code: exitName, message: run.scrub(messageOf(failure)) },
-    platform: config.platform,
-  };
+  const { facts } = run;
+  return reportFor(config, { ...run, operation: 'backup', tool: facts.tool, rawBytes: facts.rawBytes, durations: { prepareMs: facts.prepareMs, streamMs: facts.streamMs } });
 }
 
 type BackupContext = {
@@ -122,6 +119,8 @@ type BackupContext = {
   stall: AbortController;
   facts: { tool: { name: string; version: string }; rawBytes: number; prepareMs: number; streamMs: number };
   now: () => Date;
+  // Row or key counts captured with the dump (BACKUP_FACTS, BACKUP_VERIFY), set once it is stored.
+  dumpFacts: Facts | undefined;
 };
 
 async function backup(config: Config, context: BackupContext): Promise<ObjectReport> {
@@ -139,10 +138,14 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
   const key = `${config.backup.prefix}${config.db.type}-${slug(config.db)}-${context.runId}${engine.extension(config.db)}${EXTENSION[compression]}`;
   const target = STORAGE_DRIVERS[config.storage.type].open(config.storage, config.storage.settings);
   const secretsDir = await createSecretsDir(log);
+  // Row counts taken for the dump (BACKUP_FACTS, BACKUP_VERIFY): PostgreSQL's holds the dump's snapshot open.
+  let capture: FactsCapture | undefined;
   try {
     await runPreflight(engine, config.db, { secretsDir, tool: tool.file, compression, baseEnv: config.toolEnv, signal, log, scrub: context.scrub });
-    const command = engine.command(config.db, { secretsDir, tool: tool.file, compression });
-    await writeCredentialFiles(command);
+    const plain = engine.command(config.db, { secretsDir, tool: tool.file, compression });
+    await writeCredentialFiles(plain);
+    if (config.job.captureFacts) capture = await captureFacts(config, plain, { secretsDir, log, scrub: context.scrub, signal });
+    const command = capture?.command ?? plain;
     facts.prepareMs = Math.round(performance.now() - prepareStart);
     signal.throwIfAborted();
 
@@ -206,6 +209,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       // @types/node has no overload for a variable number of stages ending in a function.
       await pipeline(stages as unknown as NodeJS.ReadWriteStream[], { signal }).finally(() => stall.stop());
       facts.rawBytes = rawBytes();
+      if (capture) context.dumpFacts = await keepFacts(config, target, key, capture, { runId: context.runId, rawBytes: facts.rawBytes, log, signal, now: context.now });
       return {
         storageType: config.storage.type,
         bucket: config.storage.bucket,
@@ -230,7 +234,32 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       await Promise.allSettled([dump.exited, compressor?.exited]);
     }
   } finally {
+    await capture?.close();
     await removeSecretsDir(secretsDir, log);
+  }
+}
+
+// Writes the facts sidecar after the object is stored. The object is complete whatever happens here:
+// a sidecar that cannot be written is a warning (a later verification then has nothing to compare).
+async function keepFacts(
+  config: Config,
+  target: StorageTarget,
+  key: string,
+  capture: FactsCapture,
+  context: { runId: string; rawBytes: number; log: Logger; signal: AbortSignal; now: () => Date },
+): Promise<Facts | undefined> {
+  try {
+    const { counts, consistency } = await capture.counts;
+    const facts: Facts = {
+      format: 'planb-facts/1', runId: context.runId, dbType: config.db.type, capturedAt: context.now().toISOString(), consistency, unit: unitOf(config.db), counts, rawBytes: context.rawBytes,
+    };
+    await storeFacts(target, key, facts, context);
+    context.log.info({ key: factsKey(key), tables: Object.keys(counts).length, consistency }, 'facts stored beside the backup');
+    return facts;
+  } catch (error) {
+    if (context.signal.aborted) throw context.signal.reason;
+    context.log.warn({ err: error, key: factsKey(key) }, 'the backup is stored, but its facts (row/key counts) could not be captured or stored');
+    return undefined;
   }
 }
 
@@ -245,24 +274,29 @@ async function settledFailure(promise: Promise<unknown>): Promise<unknown> {
 }
 
 // `20261122T043300Z-3f9a1c2e`: sortable by time, unique per run and per retry attempt.
-function newRunId(at: Date): string {
+export function newRunId(at: Date): string {
   const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
   return `${stamp}-${randomBytes(4).toString('hex')}`;
 }
 
 // The database part of the key: its name made safe for every store (`shop`, `all`, `app` for app.db).
-function slug(db: DbConfig): string {
+export function slug(db: DbConfig): string {
   const name = db.allDatabases ? 'all' : db.type === 'sqlite' ? basename(db.name ?? 'db', extname(db.name ?? '')) : (db.name ?? db.type);
   return name.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 64) || db.type;
 }
 
-function startDeadline(timeoutMs: number | undefined): { signal: AbortSignal; clear(): void } {
+export function startDeadline(timeoutMs: number | undefined): { signal: AbortSignal; clear(): void } {
   const controller = new AbortController();
   if (timeoutMs === undefined) return { signal: controller.signal, clear: () => undefined };
   const timer = setTimeout(() => controller.abort(new DeadlineError(timeoutMs)), timeoutMs);
   return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }
 
-function messageOf(error: unknown): string {
+// Removes the run's secrets from text that leaves the process (whole occurrences only: redact.ts).
+export function scrubber(secrets: readonly string[]): Scrub {
+  return (text) => scrubSecrets(text, secrets);
+}
+
+export function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }

@@ -5,19 +5,23 @@
 // One callback: Standard Webhooks' envelope around the facts of one run.
 export type CallbackPayload = CallbackSucceeded | CallbackFailed;
 
-// The backup is stored; `data.object` says where.
+// What the run did: `backup`, `restore` (JOB_MODE=restore) or `verify` (JOB_MODE=verify).
+export type CallbackOperation = 'backup' | 'restore' | 'verify';
+
+// The run succeeded; `data.object` says which object it stored (backup) or read (restore, verify).
 export type CallbackSucceeded = {
-  type: 'backup.succeeded';
+  type: `${CallbackOperation}.succeeded`;
   // When the run finished (ISO-8601, UTC).
   timestamp: string;
   data: CallbackFacts & { status: 'succeeded'; object: CallbackObject };
 };
 
-// The backup failed and nothing was stored; `data.error` says where and why.
+// The run failed; `data.error` says where and why. A failed backup stored nothing, except when only
+// its verification failed: then `data.object` names the stored object and `data.verification` says why.
 export type CallbackFailed = {
-  type: 'backup.failed';
+  type: `${CallbackOperation}.failed`;
   timestamp: string;
-  data: CallbackFacts & { status: 'failed'; error: CallbackErrorInfo };
+  data: CallbackFacts & { status: 'failed'; error: CallbackErrorInfo; object?: CallbackObject };
 };
 
 // The `data` of either kind of callback; `status` tells which.
@@ -41,6 +45,22 @@ export type CallbackFacts = {
   // Wall time of each stage; the dump and the upload are one stream, so `streamMs` covers both.
   durations: { prepareMs: number; streamMs: number };
   platform?: CallbackPlatform;
+  // Present when the run verified an object (JOB_MODE=verify, or BACKUP_VERIFY=true).
+  verification?: CallbackVerification;
+};
+
+// A restore into a throw-away server compared with the counts captured at dump time.
+export type CallbackVerification = {
+  status: 'passed' | 'failed';
+  // rows per table, keys per Redis database, or databases of a cluster.
+  unit: 'rows' | 'keys' | 'databases';
+  // false when no facts were captured at dump time: the object restored, nothing was compared.
+  factsFound: boolean;
+  tables: number;
+  rowsCompared: number;
+  // At most 20 (names clipped to 256 bytes); `expected`/`actual` is null where the name is absent.
+  mismatches: { name: string; expected: number | null; actual: number | null }[];
+  durationMs: number;
 };
 
 // Where the backup is stored and what it holds.

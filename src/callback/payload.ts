@@ -2,11 +2,15 @@
 // `{type, timestamp, data}` described by payload.schema.json. Never carries a credential.
 import { scrubSecrets, withoutCredentials } from '../redact.ts';
 import type { RunReport } from '../report.ts';
-import type { CallbackFacts, CallbackPayload, CallbackPlatform } from './payload-types.ts';
+import type { CallbackFacts, CallbackObject, CallbackPayload, CallbackPlatform, CallbackVerification } from './payload-types.ts';
 import { PRODUCT, VERSION } from './version.ts';
 
 export type { CallbackPayload } from './payload-types.ts';
 
+// Mismatches listed in a callback (names clipped to MAX_NAME_BYTES): at most ~6 KB of the payload.
+// The log line carries every count.
+const MAX_MISMATCHES = 20;
+const MAX_NAME_BYTES = 256;
 // A control plane should be able to accept callbacks with a small request-size limit.
 export const MAX_PAYLOAD_BYTES = 20_000;
 // Room for a useful error (a scrubbed stderr tail) while keeping the payload far below the limit.
@@ -47,31 +51,50 @@ export function buildPayload(report: RunReport, options: PayloadOptions = {}): C
   };
   const platform = platformOf(report);
   if (platform) facts.platform = platform;
+  if (report.verification) facts.verification = verificationOf(report.verification);
   // runId and status lead, so a person reading the JSON sees first which run and how it ended.
   const { runId, ...rest } = facts;
-
-  if (report.status === 'succeeded' && report.object) {
-    const object = report.object;
-    const stored = {
-      storageType: object.storageType,
-      bucket: clip(object.bucket, MAX_FIELD_BYTES),
-      key: clip(object.key, MAX_LOCATION_BYTES),
-      url: clip(withoutCredentials(object.url), MAX_LOCATION_BYTES),
-      bytes: object.bytes,
-      sha256: object.sha256,
-      compression: object.compression,
-    };
-    return { type: 'backup.succeeded', timestamp: facts.finishedAt, data: { runId, status: 'succeeded', ...rest, object: stored } };
+  const operation = report.operation;
+  const object = report.object;
+  const stored: CallbackObject | undefined = object && {
+    storageType: object.storageType,
+    bucket: clip(object.bucket, MAX_FIELD_BYTES),
+    key: clip(object.key, MAX_LOCATION_BYTES),
+    url: clip(withoutCredentials(object.url), MAX_LOCATION_BYTES),
+    bytes: object.bytes,
+    sha256: object.sha256,
+    compression: object.compression,
+  };
+  if (report.status === 'succeeded' && stored) {
+    return { type: `${operation}.succeeded`, timestamp: facts.finishedAt, data: { runId, status: 'succeeded', ...rest, object: stored } };
   }
 
   const error = report.error ?? { stage: 'internal', code: report.exitName, message: 'the run failed without an error report' };
   const info = { stage: error.stage, code: error.code, message: clip(scrubSecrets(error.message, options.secrets ?? []), MAX_MESSAGE_BYTES) };
-  const payload: CallbackPayload = { type: 'backup.failed', timestamp: facts.finishedAt, data: { runId, status: 'failed', ...rest, error: info } };
+  // A failed backup names an object only when it is stored and only its verification failed.
+  const keepObject = stored !== undefined && (operation !== 'backup' || report.verification !== undefined);
+  const payload: CallbackPayload = {
+    type: `${operation}.failed`,
+    timestamp: facts.finishedAt,
+    data: { runId, status: 'failed', ...rest, error: info, ...(keepObject && { object: stored }) },
+  };
   // Escaping (control characters become \u00XX) can still grow the message: shorten it until it fits.
   while (Buffer.byteLength(JSON.stringify(payload)) > MAX_PAYLOAD_BYTES && info.message.length > 0) {
     info.message = clip(info.message, Math.floor(Buffer.byteLength(info.message) / 2));
   }
   return payload;
+}
+
+function verificationOf(verification: NonNullable<RunReport['verification']>): CallbackVerification {
+  return {
+    status: verification.status,
+    unit: verification.unit,
+    factsFound: verification.factsFound,
+    tables: verification.tables,
+    rowsCompared: verification.rowsCompared,
+    mismatches: verification.mismatches.slice(0, MAX_MISMATCHES).map((m) => ({ name: clip(m.name, MAX_NAME_BYTES), expected: m.expected, actual: m.actual })),
+    durationMs: Math.max(0, Math.round(verification.durationMs)),
+  };
 }
 
 // The platform context, only the parts that are present; unknown values inside are null.

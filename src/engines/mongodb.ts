@@ -2,12 +2,29 @@
 // (MongoDB Database Tools ≥ 100.3.0). Restore: `mongorestore --archive < backup.archive`.
 import { join } from 'node:path';
 import { edgeCheck, printable } from './marks.ts';
-import type { DumpEngine } from './types.ts';
+import type { DbConfig, DumpCommand, DumpEngine } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // An archive starts with its magic number (0x8199e26d, little-endian) and ends with a terminator.
 const MAGIC = Buffer.from([0x6d, 0xe2, 0x99, 0x81]);
 const TERMINATOR = Buffer.from([0xff, 0xff, 0xff, 0xff]);
+
+// The connection options shared by mongodump and mongorestore; the password goes in the --config YAML.
+export function mongoConnection(db: DbConfig, config: string): Pick<DumpCommand, 'args' | 'files'> {
+  const tls = db.tls && db.tls !== 'disable' && db.tls !== 'prefer';
+  const args = [
+    `--config=${config}`,
+    `--host=${db.host ?? ''}`,
+    `--port=${db.port ?? 27017}`,
+    ...(db.username ? [`--username=${db.username}`] : []),
+    ...(tls ? ['--ssl'] : []),
+    ...(tls && db.tls === 'require' ? ['--tlsInsecure'] : []),
+    ...(db.tlsCaFile ? [`--sslCAFile=${db.tlsCaFile}`] : []),
+  ];
+  // JSON strings are valid YAML scalars, so any password survives quoting.
+  const content = db.password === undefined ? '' : `password: ${JSON.stringify(db.password)}\n`;
+  return { args, files: [{ path: config, content }] };
+}
 
 export const mongodb = {
   tools: () => ['mongodump'],
@@ -23,23 +40,8 @@ export const mongodb = {
   },
 
   command(db, { secretsDir, tool }) {
-    const config = join(secretsDir, 'mongodump.yaml');
-    const tls = db.tls && db.tls !== 'disable' && db.tls !== 'prefer';
-    const args = [
-      `--config=${config}`,
-      `--host=${db.host ?? ''}`,
-      `--port=${db.port ?? 27017}`,
-      ...(db.username ? [`--username=${db.username}`] : []),
-      ...(tls ? ['--ssl'] : []),
-      ...(tls && db.tls === 'require' ? ['--tlsInsecure'] : []),
-      ...(db.tlsCaFile ? [`--sslCAFile=${db.tlsCaFile}`] : []),
-      ...(db.name && !db.allDatabases ? [`--db=${db.name}`] : []),
-      ...db.extraArgs,
-      '--archive',
-    ];
-    // JSON strings are valid YAML scalars, so any password survives quoting.
-    const content = db.password === undefined ? '' : `password: ${JSON.stringify(db.password)}\n`;
-    return { file: tool, args, env: {}, files: [{ path: config, content }] };
+    const { args, files } = mongoConnection(db, join(secretsDir, 'mongodump.yaml'));
+    return { file: tool, args: [...args, ...(db.name && !db.allDatabases ? [`--db=${db.name}`] : []), ...db.extraArgs, '--archive'], env: {}, files };
   },
 
   classify(stderr) {

@@ -32,7 +32,7 @@ export function optionFile(db: DbConfig): string {
 }
 
 // MariaDB's client tools spell TLS options differently from Oracle MySQL's.
-function tlsArgs(db: DbConfig, mariadbClient: boolean): string[] {
+export function tlsArgs(db: DbConfig, mariadbClient: boolean): string[] {
   const ca = db.tlsCaFile ? [`--ssl-ca=${db.tlsCaFile}`] : [];
   if (!db.tls) return ca;
   if (mariadbClient) {

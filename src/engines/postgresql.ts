@@ -1,11 +1,11 @@
 // DB_TYPE=postgresql (alias postgres): pg_dump in custom format, or pg_dumpall for every database.
 import { join } from 'node:path';
 import { edgeCheck, printable, type CompletenessCheck } from './marks.ts';
-import type { DbConfig, DumpEngine } from './types.ts';
+import type { DbConfig, DumpCommand, DumpEngine } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // libpq reads a password file: one `host:port:db:user:password` line; `:` and `\` are escaped.
-function passFileLine(password: string): string {
+export function passFileLine(password: string): string {
   return `*:*:*:*:${password.replace(/[\\:]/g, (c) => `\\${c}`)}\n`;
 }
 
@@ -44,6 +44,20 @@ function check(db: DbConfig): CompletenessCheck {
 // Gives up on an unreachable server after this long instead of libpq's default of waiting forever.
 const CONNECT_TIMEOUT_SECONDS = '30';
 
+// The environment and password file every libpq tool (pg_dump, pg_restore, psql) connects with.
+export function libpqCredentials(db: DbConfig, passFile: string): Pick<DumpCommand, 'env' | 'files'> {
+  return {
+    env: {
+      PGCONNECT_TIMEOUT: CONNECT_TIMEOUT_SECONDS,
+      PGAPPNAME: 'planb-backup',
+      ...(db.password !== undefined && { PGPASSFILE: passFile }),
+      ...(db.tls && { PGSSLMODE: db.tls }),
+      ...(db.tlsCaFile && { PGSSLROOTCERT: db.tlsCaFile }),
+    },
+    files: db.password === undefined ? [] : [{ path: passFile, content: passFileLine(db.password) }],
+  };
+}
+
 export const postgresql = {
   tools: (db: DbConfig) => (db.allDatabases ? ['pg_dumpall'] : ['pg_dump']),
   restoreTool: 'pg_restore',
@@ -78,18 +92,7 @@ export const postgresql = {
       args.push('--format=custom', ...(compression === 'none' ? [] : ['--compress=0']), `--dbname=${db.name ?? ''}`);
     }
     args.push(...db.extraArgs);
-    return {
-      file: tool,
-      args,
-      env: {
-        PGCONNECT_TIMEOUT: CONNECT_TIMEOUT_SECONDS,
-        PGAPPNAME: 'planb-backup',
-        ...(db.password !== undefined && { PGPASSFILE: passFile }),
-        ...(db.tls && { PGSSLMODE: db.tls }),
-        ...(db.tlsCaFile && { PGSSLROOTCERT: db.tlsCaFile }),
-      },
-      files: db.password === undefined ? [] : [{ path: passFile, content: passFileLine(db.password) }],
-    };
+    return { file: tool, args, ...libpqCredentials(db, passFile) };
   },
 
   classify(stderr) {

@@ -3,14 +3,14 @@
 // committed, and the commit happens only after the body ended cleanly. On a body error or an abort
 // the commit is never sent: no blob appears, and Azure discards the uncommitted blocks after a week.
 // The commit carries If-None-Match: * so an existing blob is never overwritten.
-import { Transform } from 'node:stream';
+import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { makeValidator, str, type CleanedEnv } from 'envalid';
 import type { BlockBlobClient, ContainerClient, StoragePipelineOptions } from '@azure/storage-blob';
 import { ConfigError, StorageError, type StorageFailure } from '../errors.ts';
 import { formatBytes, parseSize } from '../units.ts';
 import { rootCause, upstreamCause } from './failure.ts';
-import type { CommonStorageSettings, StorageDriver, UploadRequest } from './types.ts';
+import type { CommonStorageSettings, ListedObject, StorageDriver, UploadRequest } from './types.ts';
 
 const MiB = 1024 * 1024;
 
@@ -380,10 +380,39 @@ export const azure = {
     const settings = raw as AzureSettings;
     const credentials = credentialsFrom(common, settings);
     let container: Promise<ContainerClient> | undefined;
+    const open = () => (container ??= connect(credentials, common.bucket));
+    const readFailure = (error: unknown, operation: string, where: string): StorageError => {
+      const status = (error as { statusCode?: unknown }).statusCode;
+      const kind = status === 404 && (error as { code?: unknown }).code !== 'ContainerNotFound' ? 'missing' : classifyAzureError(error);
+      return new StorageError(`azure ${operation} of ${where} failed: ${error instanceof Error ? error.message : String(error)}`, kind, { cause: error });
+    };
     return {
       async upload(request) {
-        container ??= connect(credentials, common.bucket);
-        return upload(await container, settings, request);
+        return upload(await open(), settings, request);
+      },
+
+      async download(key, signal) {
+        const client = await open();
+        try {
+          const response = await client.getBlockBlobClient(key).download(0, undefined, { abortSignal: signal });
+          const stream = response.readableStreamBody;
+          if (!stream) throw new StorageError(`azure download of ${key} returned no stream`, 'other');
+          return stream as Readable;
+        } catch (error) {
+          throw signal.aborted ? signal.reason : readFailure(error, 'download', `${client.containerName}/${key}`);
+        }
+      },
+
+      async list(prefix, signal) {
+        const client = await open();
+        const found: ListedObject[] = [];
+        try {
+          // Only committed blobs are listed: uncommitted blocks of a failed upload never appear.
+          for await (const blob of client.listBlobsFlat({ prefix, abortSignal: signal })) found.push({ key: blob.name, bytes: blob.properties.contentLength ?? 0 });
+        } catch (error) {
+          throw signal.aborted ? signal.reason : readFailure(error, 'list', `${client.containerName}/${prefix}`);
+        }
+        return found;
       },
     };
   },

@@ -92,8 +92,44 @@ export const gcs = {
       ...(credentials !== undefined && { credentials }),
     };
     const bucket = common.bucket;
+    const readFailure = (error: unknown, operation: string, where: string): StorageError => {
+      const status = statusOf(error);
+      const detail = `${status === undefined ? '' : `HTTP ${status}: `}${serverMessage(error) ?? messageOf(error)}`;
+      return new StorageError(`gcs ${operation} of ${where} failed: ${detail}`, status === 404 ? 'missing' : kindOf(error, status), { cause: error });
+    };
+    const reader = async () => new (await import('@google-cloud/storage')).Storage({ ...base, retryOptions: { maxRetries: MAX_RETRIES } });
 
     return {
+      async download(key, signal) {
+        const where = `gs://${bucket}/${key}`;
+        const target = (await reader()).bucket(bucket);
+        const file = target.file(key);
+        try {
+          // The object's metadata first: an absent key fails here, before any byte is expected.
+          const [metadata] = await file.getMetadata();
+          signal.throwIfAborted();
+          // Pinned to the generation just seen; the pipeline's SHA-256 and the restore tool check the
+          // bytes, so the SDK's pure-JS CRC32C (a core's worth of CPU) stays off, as on upload.
+          const pinned = metadata.generation === undefined ? file : target.file(key, { generation: metadata.generation });
+          const stream = pinned.createReadStream({ validation: false });
+          signal.addEventListener('abort', () => stream.destroy(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason))), { once: true });
+          return stream;
+        } catch (error) {
+          throw signal.aborted ? signal.reason : readFailure(error, 'download', where);
+        }
+      },
+
+      async list(prefix, signal) {
+        try {
+          const [files] = await (await reader()).bucket(bucket).getFiles({ prefix, autoPaginate: true });
+          signal.throwIfAborted();
+          return files.map((file) => ({ key: file.name, bytes: Number(file.metadata.size ?? 0) }));
+        } catch (error) {
+          throw signal.aborted ? signal.reason : readFailure(error, 'list', `gs://${bucket}/${prefix}`);
+        }
+      },
+
+
       async upload({ key, body, signal, contentType, metadata, log }) {
         const where = `gs://${bucket}/${key}`;
         // Our own sockets, so that a failed upload can cut the request the SDK leaves open.

@@ -5,9 +5,10 @@
 // never ending in the backup's extension) marks it as no backup, and the next run into the same folder
 // removes the ones that are provably stale (leftovers.ts, or untouched for STALE_PARTIAL_AGE_MS).
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, statSync, type ReadStream } from 'node:fs';
 import { link, mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
-import { basename, dirname, resolve, sep } from 'node:path';
+import { basename, dirname, relative, resolve, sep } from 'node:path';
+import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import { pathToFileURL } from 'node:url';
 import { ConfigError, StorageError, type StorageFailure } from '../errors.ts';
@@ -79,10 +80,48 @@ export const local = {
       kind = (error as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'file' : 'missing';
     }
     if (kind === 'file') throw new ConfigError([`STORAGE_BUCKET: ${root} (or a folder above it) is a file; for STORAGE_TYPE=local it must be a folder`]);
+    const inside = (key: string): string => {
+      const path = resolve(root, key);
+      if (!path.startsWith(root + sep)) throw new StorageError(`key ${key} leaves the storage root`, 'other');
+      return path;
+    };
     return {
+      async download(key, signal) {
+        const path = inside(key);
+        const stream: ReadStream = createReadStream(path, { signal });
+        try {
+          await once(stream, 'open');
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code ?? '';
+          const kind = ['ENOENT', 'ENOTDIR', 'EISDIR'].includes(code) ? 'missing' : kindOf(error);
+          throw new StorageError(`reading ${path} failed: ${(error as Error).message}`, kind, { cause: error });
+        }
+        return stream;
+      },
+
+      async list(prefix, signal) {
+        // The prefix may end inside a name (`daily/postgresql-shop-`): walk its folder, then filter.
+        const start = prefix === '' || prefix.endsWith('/') ? resolve(root, prefix) : dirname(resolve(root, prefix));
+        if (start !== root && !start.startsWith(root + sep)) throw new StorageError(`prefix ${prefix} leaves the storage root`, 'other');
+        const entries = await readdir(start, { withFileTypes: true, recursive: true }).catch((error: unknown) => {
+          if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+          throw new StorageError(`listing ${start} failed: ${(error as Error).message}`, kindOf(error), { cause: error });
+        });
+        const found = [];
+        for (const entry of entries) {
+          signal.throwIfAborted();
+          // Hidden names are uploads in progress (see upload below), never complete objects.
+          if (!entry.isFile() || entry.name.startsWith('.')) continue;
+          const path = resolve(entry.parentPath, entry.name);
+          const key = relative(root, path).split(sep).join('/');
+          if (!key.startsWith(prefix)) continue;
+          found.push({ key, bytes: (await stat(path)).size });
+        }
+        return found;
+      },
+
       async upload({ key, body, signal, log }) {
-        const destination = resolve(root, key);
-        if (!destination.startsWith(root + sep)) throw new StorageError(`key ${key} leaves the storage root`, 'other');
+        const destination = inside(key);
         const temporary = resolve(dirname(destination), `.${basename(destination)}.partial-${ownerTag()}-${randomBytes(6).toString('hex')}`);
         const removeTemporary = () =>
           rm(temporary, { force: true }).catch((error: unknown) => log.warn({ err: error, temporary }, 'could not remove temporary file'));

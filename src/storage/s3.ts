@@ -17,7 +17,7 @@
 // - size known (BACKUP_EXPECTED_SIZE): part = max(8 MiB, 2 × size / 10,000) in whole MiB, so an estimate
 //   low by 2× still fits: 11 MiB for 50 GiB (buffers 33 MiB), 22 MiB for 107 GiB (66 MiB), and 525 MiB
 //   (1.5 GiB) from 2.5 TiB up to the 5 TiB limit.
-import { Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { CompletedPart, PutObjectCommandInput, S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import type { NodeHttpHandler } from '@smithy/node-http-handler';
@@ -27,7 +27,7 @@ import { ConfigError, StorageError, type StorageFailure } from '../errors.ts';
 import { formatBytes } from '../units.ts';
 import { rootCause } from './failure.ts';
 import { cutParts, type CutStats } from './parts.ts';
-import type { CommonStorageSettings, StorageDriver } from './types.ts';
+import type { CommonStorageSettings, ListedObject, StorageDriver } from './types.ts';
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
@@ -202,6 +202,7 @@ export function s3FailureKind(error: unknown): StorageFailure {
   const status = failure?.$metadata?.httpStatusCode;
   const codes = [failure?.name, failure?.code].filter((code): code is string => typeof code === 'string');
   if (codes.some((code) => DENIED_CODES.has(code)) || status === 401 || status === 403) return 'denied';
+  if (codes.some((code) => code === 'NoSuchKey' || code === 'NotFound') || status === 404) return 'missing';
   if (codes.some((code) => UNAVAILABLE_CODES.has(code)) || status === 429 || (status !== undefined && status >= 500 && status !== 501)) return 'unavailable';
   return 'other';
 }
@@ -243,8 +244,8 @@ function cancellableHandler(sdk: Sdk, cancel: AbortSignal): S3ClientConfig['requ
 // The SDK, loaded only when an S3 upload runs: the job then does not carry it in memory otherwise.
 async function loadSdk() {
   const [s3Sdk, { NodeHttpHandler }] = await Promise.all([import('@aws-sdk/client-s3'), import('@smithy/node-http-handler')]);
-  const { S3Client, PutObjectCommand, CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand } = s3Sdk;
-  return { S3Client, PutObjectCommand, CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand, NodeHttpHandler };
+  const { S3Client, PutObjectCommand, CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand, GetObjectCommand, ListObjectsV2Command } = s3Sdk;
+  return { S3Client, PutObjectCommand, CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand, GetObjectCommand, ListObjectsV2Command, NodeHttpHandler };
 }
 type Sdk = Awaited<ReturnType<typeof loadSdk>>;
 
@@ -383,7 +384,42 @@ export const s3 = {
   secrets: ['STORAGE_ACCESS_KEY_ID', 'STORAGE_SECRET_ACCESS_KEY', 'STORAGE_SESSION_TOKEN'],
   open(common, settings) {
     const options = s3Options(common, settings);
+    // One client for reads, created on first use; reads are cancelled through each call's own signal.
+    let reader: Promise<{ sdk: Sdk; client: S3Client }> | undefined;
+    const readClient = () => (reader ??= loadSdk().then((sdk) => ({ sdk, client: createClient(sdk, options, new AbortController().signal) })));
+    const readFailure = (error: unknown, operation: string, where: string) =>
+      error instanceof Error && error.name === 'AbortError' ? error : new StorageError(`s3 ${operation} of ${where} failed: ${describeFailure(error, operation, false)}`, s3FailureKind(error), { cause: error });
     return {
+      async download(key, signal) {
+        const where = `s3://${options.bucket}/${key}`;
+        const { sdk, client } = await readClient();
+        try {
+          const { Body } = await client.send(new sdk.GetObjectCommand({ Bucket: options.bucket, Key: key }), { abortSignal: signal });
+          // In Node the SDK's body is the HTTP response itself: a Readable.
+          if (!(Body instanceof Readable)) throw new StorageError(`s3 GetObject of ${where} returned no stream`, 'other');
+          signal.addEventListener('abort', () => Body.destroy(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason))), { once: true });
+          return Body;
+        } catch (error) {
+          throw signal.aborted ? signal.reason : readFailure(error, 'GetObject', where);
+        }
+      },
+
+      async list(prefix, signal) {
+        const { sdk, client } = await readClient();
+        const found: ListedObject[] = [];
+        let token: string | undefined;
+        try {
+          do {
+            const page = await client.send(new sdk.ListObjectsV2Command({ Bucket: options.bucket, Prefix: prefix, ContinuationToken: token }), { abortSignal: signal });
+            for (const item of page.Contents ?? []) if (item.Key !== undefined) found.push({ key: item.Key, bytes: item.Size ?? 0 });
+            token = page.IsTruncated ? page.NextContinuationToken : undefined;
+          } while (token !== undefined);
+        } catch (error) {
+          throw signal.aborted ? signal.reason : readFailure(error, 'ListObjectsV2', `s3://${options.bucket}/${prefix}`);
+        }
+        return found;
+      },
+
       async upload({ key, body, signal, contentType, metadata, sizeHint, log }) {
         signal.throwIfAborted();
         const where = `s3://${options.bucket}/${key}`;

@@ -22,6 +22,9 @@ export type UploadRequest = {
 // Where the object ended up, for the log and the callback.
 export type StoredObject = { url: string };
 
+// An object found by list(): its full key and its stored size in bytes.
+export type ListedObject = { key: string; bytes: number };
+
 // The contract every target satisfies (test/integration/storage-contract.ts checks it):
 // - streams `body` to `key` with bounded memory, never buffering the whole body and never
 //   touching the local disk (local storage excepted);
@@ -30,9 +33,16 @@ export type StoredObject = { url: string };
 //   error) and leaves nothing at `key`: no object, no committed blocks, no finalized session;
 //   cleanup failures are logged as warnings;
 // - never overwrites an existing object at `key`;
-// - classifies its own failures as StorageError 'denied' | 'unavailable' | 'other'.
+// - classifies its own failures as StorageError 'denied' | 'unavailable' | 'missing' | 'other'.
+// The read side (restore, verify):
+// - download() resolves once the object is known to exist, with a stream of its stored bytes; an
+//   absent key rejects with StorageError 'missing'; `signal` aborting destroys the stream;
+// - list() returns every complete object whose key starts with `prefix` (never a temporary name or
+//   an uncommitted upload), in any order.
 export type StorageTarget = {
   upload(request: UploadRequest): Promise<StoredObject>;
+  download(key: string, signal: AbortSignal): Promise<Readable>;
+  list(prefix: string, signal: AbortSignal): Promise<ListedObject[]>;
 };
 
 // Settings every target shares, from STORAGE_BUCKET / STORAGE_ENDPOINT / STORAGE_REGION.

@@ -188,6 +188,37 @@ export function storageContract(name: string, setup: () => Promise<ContractHarne
       assert.deepEqual((await harness.list(prefix)).filter((key) => key.includes('aborted.bin')), []);
     });
 
+    test(`${name} downloads a stored object byte-identical, as a stream`, async () => {
+      const data = patternBytes(harness.partSize * 2 + 4321, 31);
+      await harness.target.upload(request('read/back.bin', body(data)));
+      const stream = await harness.target.download(`${prefix}read/back.bin`, new AbortController().signal);
+      const chunks: Buffer[] = [];
+      for await (const chunk of stream) chunks.push(chunk as Buffer);
+      assert.equal(sha256(Buffer.concat(chunks)), sha256(data));
+    });
+
+    test(`${name} reports a missing key as a 'missing' StorageError before any byte`, async () => {
+      await assert.rejects(harness.target.download(`${prefix}no/such.bin`, new AbortController().signal), (error) => {
+        assert.ok(error instanceof StorageError, String(error));
+        assert.equal(error.kind, 'missing');
+        return true;
+      });
+    });
+
+    test(`${name} lists complete objects under a prefix, with their sizes, and nothing a failed upload left`, async () => {
+      const listed = `${prefix}listing/`;
+      await harness.target.upload(request('listing/db-20260101T000000Z-aaaa.dump', body(patternBytes(100, 1))));
+      await harness.target.upload(request('listing/db-20260102T000000Z-bbbb.dump', body(patternBytes(2_000, 2))));
+      await harness.target.upload(request('listing/other-20260103T000000Z-cccc.dump', body(patternBytes(10, 3))));
+      await assert.rejects(harness.target.upload(request('listing/db-20260104T000000Z-dddd.dump', body(patternBytes(harness.partSize + 5, 4), { failWith: new Error('died') }))));
+      const found = await harness.target.list(`${listed}db-`, new AbortController().signal);
+      assert.deepEqual(
+        found.map((object) => [object.key, object.bytes]).sort(),
+        [[`${listed}db-20260101T000000Z-aaaa.dump`, 100], [`${listed}db-20260102T000000Z-bbbb.dump`, 2_000]],
+      );
+      assert.deepEqual(await harness.target.list(`${prefix}nothing-here/`, new AbortController().signal), []);
+    });
+
     test(`${name} never overwrites an existing object`, async () => {
       const first = patternBytes(2000, 21);
       await harness.target.upload(request('once.bin', body(first)));

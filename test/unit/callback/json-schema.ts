@@ -7,7 +7,7 @@ type Schema = Record<string, unknown>;
 const ANNOTATIONS = new Set(['$schema', '$id', 'title', 'description', '$defs']);
 const KEYWORDS = new Set([
   '$ref', 'type', 'enum', 'const', 'pattern', 'format', 'minLength', 'maxLength', 'minimum', 'maximum',
-  'required', 'properties', 'additionalProperties', 'allOf', 'if', 'then', 'else', 'not',
+  'required', 'properties', 'additionalProperties', 'allOf', 'if', 'then', 'else', 'not', 'items', 'maxItems',
 ]);
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 
@@ -68,6 +68,10 @@ function check(keyword: string, rule: unknown, schema: Schema, value: unknown, r
       const branch = validate(rule as Schema, value, root, path).length === 0 ? schema.then : schema.else;
       return branch === undefined ? [] : validate(branch as Schema, value, root, path);
     }
+    case 'items':
+      return Array.isArray(value) ? value.flatMap((item, index) => validate(rule as Schema, item, root, `${path}[${index}]`)) : [];
+    case 'maxItems':
+      return !Array.isArray(value) || value.length <= (rule as number) ? [] : [`${path}: more than ${String(rule)} items`];
     case 'not':
       return validate(rule as Schema, value, root, path).length === 0 ? [`${path}: must not match ${JSON.stringify(rule)}`] : [];
     default:

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { buildPayload, clip, MAX_PAYLOAD_BYTES } from '../../../src/callback/payload.ts';
 import { PAYLOAD_SCHEMA, validate } from './json-schema.ts';
+import type { RunReport } from '../../../src/report.ts';
 import { DB_PASSWORD, failedReport, STORAGE_KEY, succeededReport } from './reports.ts';
 
 function bytes(value: unknown): number {
@@ -137,4 +138,39 @@ test('the schema validator catches a broken payload (so the schema checks can fa
 
 test('the schema carries a versioned $id', () => {
   assert.match(String(PAYLOAD_SCHEMA.$id), /^urn:planb-backup:callback-payload:\d+\.\d+\.\d+$/);
+});
+
+const verification = (overrides: Partial<NonNullable<RunReport['verification']>> = {}): NonNullable<RunReport['verification']> => ({
+  status: 'passed', unit: 'rows', factsFound: true, tables: 2, rowsCompared: 5003, mismatches: [], counts: { 'public.orders': 5000, 'public.customers': 3 }, durationMs: 2345, ...overrides,
+});
+
+test('a restore and a verification are restore.* and verify.* events carrying the object they read', () => {
+  const restored = buildPayload(succeededReport({ operation: 'restore' }));
+  assert.deepEqual(validate(PAYLOAD_SCHEMA, restored), []);
+  assert.equal(restored.type, 'restore.succeeded');
+  const verified = buildPayload(succeededReport({ operation: 'verify', verification: verification() }));
+  assert.deepEqual(validate(PAYLOAD_SCHEMA, verified), []);
+  assert.equal(verified.type, 'verify.succeeded');
+  assert.deepEqual(verified.data.verification, { status: 'passed', unit: 'rows', factsFound: true, tables: 2, rowsCompared: 5003, mismatches: [], durationMs: 2345 });
+  const failed = buildPayload(failedReport({ operation: 'restore', exitCode: 78, exitName: 'CONFIG', error: { stage: 'config', code: 'CONFIG', message: 'DB_NAME: holds tables' } }));
+  assert.deepEqual(validate(PAYLOAD_SCHEMA, failed), []);
+  assert.equal(failed.type, 'restore.failed');
+});
+
+test('a backup whose verification failed is backup.failed naming the stored object and the mismatches, and stays small', () => {
+  const mismatches = Array.from({ length: 500 }, (_, i) => ({ name: `schema.table_${i}_${'x'.repeat(600)}`, expected: i, actual: i + 1 }));
+  const report = succeededReport({
+    status: 'failed', exitCode: 80, exitName: 'VERIFY_FAILED', error: { stage: 'verify', code: 'VERIFY_FAILED', message: 'counts differ' },
+    verification: verification({ status: 'failed', mismatches }),
+  });
+  const payload = buildPayload(report);
+  assert.deepEqual(validate(PAYLOAD_SCHEMA, payload), []);
+  assert.equal(payload.type, 'backup.failed');
+  assert.equal(payload.data.status === 'failed' && payload.data.object?.key, report.object?.key);
+  assert.equal(payload.data.verification?.mismatches.length, 20);
+  assert.ok(bytes(payload) < MAX_PAYLOAD_BYTES, `${bytes(payload)} bytes`);
+  // Without a verification, a failed backup never names an object: the schema refuses it.
+  const data: Record<string, unknown> = { ...payload.data };
+  delete data.verification;
+  assert.notDeepEqual(validate(PAYLOAD_SCHEMA, { ...payload, data }), []);
 });

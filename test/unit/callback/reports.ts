@@ -18,6 +18,7 @@ export const URL_TOKEN = 'url-token-Jk2sD6fG0hV';
 // A backup that was stored.
 export function succeededReport(overrides: Partial<RunReport> = {}): RunReport {
   return {
+    operation: 'backup',
     runId: '20250102T030405Z-0a1b2c3d',
     status: 'succeeded',
     exitCode: 0,
