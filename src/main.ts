@@ -3,6 +3,7 @@
 import { loadConfig } from './config.ts';
 import { ConfigError, InterruptedError } from './errors.ts';
 import { EXIT_CODES, exitCodeFor } from './exit-codes.ts';
+import { runDatabases } from './fan-out.ts';
 import { createLogger, type Logger } from './log.ts';
 import { runBackup } from './run.ts';
 
@@ -51,7 +52,8 @@ async function main(): Promise<number> {
     return EXIT_CODES.CONFIG.code;
   }
   log = createLogger({ level: config.logLevel, base: platformFields(config.platform) });
-  const report = await runBackup(config, { log, signal: controller.signal });
+  const options = { log, signal: controller.signal };
+  const report = config.databases ? await runDatabases(config, config.databases, options) : await runBackup(config, options);
   if (log.isLevelEnabled('debug')) log.debug({ memory: memoryAtExit() }, 'memory at exit');
   return report.exitCode;
 }

@@ -17,7 +17,9 @@ import { watchRaw, watchZstd } from './pipeline/completeness.ts';
 import { holdUntilExit } from './pipeline/hold-until-exit.ts';
 import { createMeter } from './pipeline/meter.ts';
 import type { ObjectReport, RunReport } from './report.ts';
+import { plannedSize } from './probe.ts';
 import { STORAGE_DRIVERS } from './storage/registry.ts';
+import type { StorageDriver } from './storage/types.ts';
 import { formatBytes } from './units.ts';
 import { which } from './which.ts';
 
@@ -138,6 +140,8 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     await runPreflight(engine, config.db, { secretsDir, tool: tool.file, compression, baseEnv: config.toolEnv, signal, log, scrub: context.scrub });
     const command = engine.command(config.db, { secretsDir, tool: tool.file, compression });
     await writeCredentialFiles(command);
+    const driver: StorageDriver = STORAGE_DRIVERS[config.storage.type];
+    const sizeHint = driver.plansParts ? await plannedSize(config, { signal, scrub: context.scrub, log }) : config.backup.expectedSize;
     facts.prepareMs = Math.round(performance.now() - prepareStart);
     signal.throwIfAborted();
 
@@ -181,7 +185,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
           contentType: CONTENT_TYPE[compression],
           metadata: { 'planb-run-id': context.runId, 'planb-db-type': config.db.type, 'planb-dump-tool': facts.tool.version },
           lateMetadata: () => ({ 'planb-sha256': stored.sha256() }),
-          sizeHint: config.backup.expectedSize,
+          sizeHint,
           log,
         }).catch((error: unknown) => {
           // A target rejects with a StorageError only for its own failure (see failure.ts).
@@ -234,7 +238,7 @@ async function settledFailure(promise: Promise<unknown>): Promise<unknown> {
 }
 
 // `20261122T043300Z-3f9a1c2e`: sortable by time, unique per run and per retry attempt.
-function newRunId(at: Date): string {
+export function newRunId(at: Date): string {
   const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
   return `${stamp}-${randomBytes(4).toString('hex')}`;
 }
@@ -252,7 +256,8 @@ function startDeadline(timeoutMs: number | undefined): { signal: AbortSignal; cl
   return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }
 
-function scrubber(secrets: readonly string[]): Scrub {
+// Removes every literal secret from a text, the longest first.
+export function scrubber(secrets: readonly string[]): Scrub {
   const sorted = [...new Set(secrets)].filter((s) => s.length > 0).sort((a, b) => b.length - a.length);
   return (text) => sorted.reduce((out, secret) => out.split(secret).join('[redacted]'), text);
 }
