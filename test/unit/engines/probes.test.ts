@@ -53,7 +53,7 @@ describe('postgresql', () => {
 describe('mysql and mariadb', () => {
   test('discovery is SHOW DATABASES through the client, with the option file first and system databases left out', () => {
     const engine = ENGINES.mariadb;
-    assert.ok(engine.discover);
+    assert.ok(engine.discover !== undefined);
     const probe = engine.discover(db({ type: 'mariadb', port: 3306, name: undefined }));
     assert.deepEqual(probe.tools, ['mariadb', 'mysql']);
     const command = probe.command({ secretsDir: dir, tool: '/usr/bin/mariadb' });
