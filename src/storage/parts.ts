@@ -2,7 +2,6 @@
 // are reused: a stream of any length allocates the same few part-sized buffers and frees none until it
 // ends. Memory then no longer depends on when the garbage collector frees a sent part or on how malloc
 // reuses freed multi-MiB blocks, which made the job's peak grow with the dump's length (docs/benchmarks.md, bar 3).
-
 import { Transform } from 'node:stream';
 
 // Passes a body on until more than `capacity` bytes came through, then fails at once with `tooLarge()`:
