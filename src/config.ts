@@ -147,8 +147,8 @@ export function loadConfig(source: Env): Config {
   };
   const databases = databaseSelection(base, dbType, engine, problems);
   // With DB_NAMES each run gets one of the names; the engine checks the rest of DB_* once.
-  const first = databases && databases.names !== '*' ? databases.names[0] : '*';
-  if (engine) problems.push(...engine.validate(databases && !engine.namesUnsupported ? { ...db, name: first } : db));
+  const names = databases && !engine?.namesUnsupported ? (databases.names === '*' ? ['*'] : databases.names) : [db.name];
+  if (engine) problems.push(...new Set(names.flatMap((name) => engine.validate({ ...db, name }))));
   if (db.port !== undefined && (!Number.isInteger(db.port) || db.port < 1 || db.port > 65_535)) {
     problems.push(`DB_PORT: ${db.port} is not a TCP port (1-65535)`);
   }

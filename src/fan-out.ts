@@ -67,6 +67,13 @@ export async function runDatabases(config: Config, selection: DatabaseSelection,
         continue;
       }
       const db = { ...config.db, name };
+      // A name the server listed gets the checks a name in DB_NAMES got before the run.
+      const problems = ENGINES[config.db.type].validate(db);
+      if (problems.length > 0) {
+        outcomes.push({ name, status: 'failed', exitName: 'CONFIG', runId: undefined });
+        log.error({ database: name, problems }, `not backing up ${JSON.stringify(name)}: ${problems.join('; ')}`);
+        continue;
+      }
       const report = await runBackup({ ...config, db, databases: undefined }, { ...options, log: options.log.child({ fanOutRunId: runId, database: name }) });
       outcomes.push({ name, status: report.status === 'succeeded' ? 'stored' : 'failed', exitName: report.exitName, runId: report.runId });
     }

@@ -19,7 +19,7 @@ const silent = pino({ level: 'silent' });
 const MB = 1_000_000;
 
 function dbConfig(overrides: Partial<DbConfig> & Pick<DbConfig, 'type'>): DbConfig {
-  return { host: undefined, port: undefined, name: undefined, username: undefined, password: undefined, tls: undefined, tlsCaFile: undefined, allDatabases: false, extraArgs: [], ...overrides };
+  return { host: undefined, port: undefined, name: undefined, username: undefined, password: undefined, tls: undefined, tlsCaFile: undefined, allDatabases: false, extraArgs: [], sqliteQuickCheck: false, ...overrides };
 }
 
 function probeOptions(db: DbConfig, path = process.env.PATH ?? '') {

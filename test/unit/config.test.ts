@@ -123,6 +123,7 @@ describe('DB_NAMES configuration', () => {
     assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '["a", 1]' }).join('\n'), /DB_NAMES: .*JSON array of strings/);
     assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '[a' }).join('\n'), /DB_NAMES: .*not a valid JSON array/);
     assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '*,shop' }).join('\n'), /stands alone/);
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: 'shop,-x' }).join('\n'), /starts with "-"/, 'every listed name gets the DB_NAME checks');
   });
 
   test('redis refuses DB_NAMES (one snapshot holds every database); sqlite takes files but cannot list them', () => {

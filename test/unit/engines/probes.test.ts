@@ -12,7 +12,7 @@ const dir = '/tmp/planb-abc123';
 function db(overrides: Partial<DbConfig>): DbConfig {
   return {
     type: 'postgresql', host: 'db.internal', port: 5432, name: 'shop', username: 'backup', password: SECRET,
-    tls: undefined, tlsCaFile: undefined, allDatabases: false, extraArgs: [], ...overrides,
+    tls: undefined, tlsCaFile: undefined, allDatabases: false, extraArgs: [], sqliteQuickCheck: false, ...overrides,
   };
 }
 
@@ -66,9 +66,9 @@ describe('mysql and mariadb', () => {
     assert.deepEqual(probe.parse('crm\ninformation_schema\nmysql\nperformance_schema\nshop\nsys\n'), ['crm', 'shop']);
   });
 
-  test('the size sums data_length and index_length of the database, and Oracle MySQL uses its own client', () => {
+  test('the size sums data_length and index_length of the database, and the Oracle MySQL client gets its own TLS flags', () => {
     const probe = ENGINES.mysql.size(db({ type: 'mysql', port: 3306, tls: 'require' }));
-    assert.deepEqual(probe.tools, ['mysql']);
+    assert.deepEqual(probe.tools, ['mariadb', 'mysql']);
     const command = probe.command({ secretsDir: dir, tool: '/usr/bin/mysql' });
     assert.ok(command.args.includes('--database=shop'));
     assert.ok(command.args.includes('--ssl-mode=REQUIRED'));
