@@ -90,3 +90,23 @@ function parseStringMap(input: string): Record<string, string> {
   }
   return parsed as Record<string, string>;
 }
+
+// Names: a JSON array of strings, or names separated by commas (white space around each is dropped).
+export const nameList = makeValidator<string[]>((input) => {
+  const trimmed = input.trim();
+  let names: string[];
+  if (trimmed.startsWith('[')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(trimmed);
+    } catch {
+      throw new Error('is not a valid JSON array');
+    }
+    if (!Array.isArray(parsed) || !parsed.every((item) => typeof item === 'string')) throw new Error('must be a JSON array of strings');
+    names = parsed.map((name) => name.trim());
+  } else {
+    names = trimmed.split(',').map((name) => name.trim());
+  }
+  if (names.some((name) => name === '')) throw new Error('contains an empty name');
+  return [...new Set(names)];
+});

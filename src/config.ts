@@ -4,9 +4,9 @@ import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { bool, cleanEnv, EnvMissingError, num, str } from 'envalid';
 import { ConfigError } from './errors.ts';
 import { redactValue } from './redact.ts';
-import { count, duration, durationUpTo, headerMap, httpUrl, list, size } from './config-specs.ts';
+import { count, duration, durationUpTo, headerMap, httpUrl, list, nameList, size } from './config-specs.ts';
 import { ENGINES } from './engines/registry.ts';
-import { DB_TYPES, TLS_MODES, type Compression, type DbConfig, type DbType } from './engines/types.ts';
+import { DB_TYPES, TLS_MODES, type Compression, type DbConfig, type DbType, type DumpEngine } from './engines/types.ts';
 import { STORAGE_DRIVERS, STORAGE_TYPES, type StorageType } from './storage/registry.ts';
 import type { CommonStorageSettings } from './storage/types.ts';
 
@@ -71,12 +71,24 @@ export type Platform = {
   kubernetes?: { namespace: string | undefined; pod: string | undefined; job: string | undefined };
 };
 
+// DB_NAMES: the databases of one server that a run backs up one by one, and this task's share.
+export type DatabaseSelection = {
+  // The names given (unique, as written), or '*': every database the user can dump, asked from the server.
+  names: readonly string[] | '*';
+  // Names left out (DB_EXCLUDE), after discovery too.
+  exclude: readonly string[];
+  // This task takes the databases at positions index, index + count, … of the sorted list.
+  task: { index: number; count: number };
+};
+
 export type StorageConfig = CommonStorageSettings & { type: StorageType; settings: Record<string, unknown> };
 
 // Everything a run needs, validated.
 export type Config = {
   job: JobConfig;
   db: DbConfig;
+  // Set with DB_NAMES: then `db.name` is unset and each database gets a run of its own.
+  databases: DatabaseSelection | undefined;
   storage: StorageConfig;
   backup: BackupConfig;
   callback: CallbackConfig | undefined;
@@ -118,6 +130,8 @@ export function loadConfig(source: Env): Config {
       DB_HOST: str({ default: undefined }),
       DB_PORT: num({ default: undefined }),
       DB_NAME: str({ default: undefined }),
+      DB_NAMES: nameList({ default: undefined }),
+      DB_EXCLUDE: nameList({ default: [] }),
       DB_USERNAME: str({ default: undefined }),
       DB_PASSWORD: str({ default: undefined }),
       DB_TLS: str({ choices: TLS_MODES, default: undefined }),
@@ -145,6 +159,9 @@ export function loadConfig(source: Env): Config {
       CLOUD_RUN_EXECUTION: str({ default: undefined }),
       CLOUD_RUN_TASK_INDEX: num({ default: undefined }),
       CLOUD_RUN_TASK_ATTEMPT: num({ default: undefined }),
+      CLOUD_RUN_TASK_COUNT: num({ default: undefined }),
+      JOB_COMPLETION_INDEX: num({ default: undefined }),
+      JOB_COMPLETION_COUNT: num({ default: undefined }),
       K8S_NAMESPACE: str({ default: undefined }),
       K8S_POD_NAME: str({ default: undefined }),
       K8S_JOB_NAME: str({ default: undefined }),
@@ -160,7 +177,7 @@ export function loadConfig(source: Env): Config {
   const driverSettingsValid = problems.length === problemsBeforeDriver;
 
   const dbType = base.DB_TYPE ? (DB_TYPE_ALIASES[base.DB_TYPE] ?? (base.DB_TYPE as DbType)) : undefined;
-  const engine = dbType ? ENGINES[dbType] : undefined;
+  const engine: DumpEngine | undefined = dbType ? ENGINES[dbType] : undefined;
   const db: DbConfig = {
     type: dbType ?? 'postgresql',
     host: base.DB_HOST,
@@ -174,11 +191,17 @@ export function loadConfig(source: Env): Config {
     extraArgs: base.DB_EXTRA_ARGS,
     sqliteQuickCheck: base.DB_SQLITE_QUICK_CHECK,
   };
-  if (engine) problems.push(...engine.validate(db));
+  const databases = databaseSelection(base, dbType, engine, problems);
+  // With DB_NAMES each run gets one of the names; the engine checks the rest of DB_* once.
+  const names = databases && !engine?.namesUnsupported ? (databases.names === '*' ? ['*'] : databases.names) : [db.name];
+  if (engine) problems.push(...new Set(names.flatMap((name) => engine.validate({ ...db, name }))));
   // A connection string would put its password in the log and in the object key, and would override
   // the DB_* settings behind their back.
-  if (db.name !== undefined && (/^[a-z][a-z0-9+.-]*:\/\//i.test(db.name) || (dbType === 'postgresql' && db.name.includes('=')))) {
-    problems.push('DB_NAME looks like a connection string; give the database name only, and the server and credentials in DB_HOST, DB_PORT, DB_USERNAME and DB_PASSWORD');
+  for (const name of names) {
+    if (name !== undefined && (/^[a-z][a-z0-9+.-]*:\/\//i.test(name) || (dbType === 'postgresql' && name.includes('=')))) {
+      problems.push(`${databases ? 'DB_NAMES' : 'DB_NAME'} looks like a connection string; give the database name only, and the server and credentials in DB_HOST, DB_PORT, DB_USERNAME and DB_PASSWORD`);
+      break;
+    }
   }
   if (db.port !== undefined && (!Number.isInteger(db.port) || db.port < 1 || db.port > 65_535)) {
     problems.push(`DB_PORT: ${db.port} is not a TCP port (1-65535)`);
@@ -219,6 +242,7 @@ export function loadConfig(source: Env): Config {
   return {
     job,
     db,
+    databases,
     storage: {
       type: storageType,
       bucket: base.STORAGE_BUCKET,
@@ -311,6 +335,57 @@ function jobConfig(
     verifyRunAs,
     verifyDir: base.VERIFY_DIR,
   };
+}
+
+// The variables DB_NAMES and the task split read, checked against each other.
+type SelectionVariables = {
+  DB_NAME: string | undefined;
+  DB_NAMES: string[] | undefined;
+  DB_EXCLUDE: string[];
+  DB_ALL_DATABASES: boolean;
+  CLOUD_RUN_TASK_INDEX: number | undefined;
+  CLOUD_RUN_TASK_COUNT: number | undefined;
+  JOB_COMPLETION_INDEX: number | undefined;
+  JOB_COMPLETION_COUNT: number | undefined;
+};
+
+// DB_NAMES and DB_EXCLUDE, and the task split, or undefined when DB_NAMES is not set.
+function databaseSelection(base: SelectionVariables, dbType: DbType | undefined, engine: DumpEngine | undefined, problems: string[]): DatabaseSelection | undefined {
+  const names = base.DB_NAMES;
+  if (names === undefined) {
+    if (base.DB_EXCLUDE.length > 0) problems.push('DB_EXCLUDE applies only with DB_NAMES');
+    return undefined;
+  }
+  if (base.DB_NAME !== undefined) problems.push('DB_NAMES and DB_NAME exclude each other: DB_NAMES lists every database to back up');
+  if (base.DB_ALL_DATABASES) problems.push('DB_NAMES and DB_ALL_DATABASES=true exclude each other: DB_NAMES stores each database as its own object');
+  const everything = names.length === 1 && names[0] === '*';
+  if (!everything && names.includes('*')) problems.push('DB_NAMES: * means every database and stands alone; it cannot be mixed with names');
+  if (engine?.namesUnsupported) problems.push(`DB_NAMES does not apply to ${dbType}: ${engine.namesUnsupported}`);
+  else if (everything && engine && !engine.discover) problems.push(`DB_NAMES=* does not apply to ${dbType}: there is no server to list the databases; list them in DB_NAMES`);
+  return { names: everything ? '*' : names, exclude: base.DB_EXCLUDE, task: taskShare(base, problems) };
+}
+
+// Which share of the databases this task takes: Cloud Run's task index and count, or a Kubernetes
+// Indexed Job's completion index and the count its manifest passes; one task takes everything.
+function taskShare(base: SelectionVariables, problems: string[]): { index: number; count: number } {
+  const sources = [
+    { index: 'CLOUD_RUN_TASK_INDEX', count: 'CLOUD_RUN_TASK_COUNT' },
+    { index: 'JOB_COMPLETION_INDEX', count: 'JOB_COMPLETION_COUNT' },
+  ] as const;
+  const given = sources.filter((source) => base[source.index] !== undefined || base[source.count] !== undefined);
+  if (given.length > 1) problems.push('CLOUD_RUN_TASK_INDEX/COUNT and JOB_COMPLETION_INDEX/COUNT are both set; a task runs on one platform');
+  const source = given[0];
+  if (!source) return { index: 0, count: 1 };
+  const index = base[source.index];
+  const count = base[source.count];
+  if (index === undefined) problems.push(`${source.count} is set without ${source.index}`);
+  if (count === undefined) problems.push(`${source.index} is set without ${source.count} (set it to the number of tasks${source.count === 'JOB_COMPLETION_COUNT' ? ", the Job's completions" : ''})`);
+  if (index === undefined || count === undefined) return { index: 0, count: 1 };
+  const before = problems.length;
+  if (!Number.isInteger(count) || count < 1) problems.push(`${source.count}: ${count} is not a whole number of tasks (1 or more)`);
+  if (!Number.isInteger(index) || index < 0) problems.push(`${source.index}: ${index} is not a task position (0 or more)`);
+  else if (Number.isInteger(count) && index >= count) problems.push(`${source.index}: ${index} is not below ${source.count} (${count}); positions count from 0`);
+  return problems.length === before ? { index, count } : { index: 0, count: 1 };
 }
 
 // Every secret variable that may be given as X_FILE, from the base contract and every storage target.

@@ -71,3 +71,19 @@ export function exitNameFor(error: unknown): ExitName {
 export function exitCodeFor(error: unknown): number {
   return EXIT_CODES[exitNameFor(error)].code;
 }
+
+// How bad an outcome is when several databases' outcomes make one exit code (DB_NAMES): a backup
+// stored (OK, or CALLBACK_FAILED: stored, only the callback was lost) < a failure a retry may heal
+// < a failure a retry cannot heal. A retry re-dumps every database of the task, and a 'fail' one fails
+// again, so once one is there, retrying only repeats the work: the person it calls for is needed anyway.
+export function severity(name: ExitName): number {
+  if (name === 'OK') return 0;
+  if (name === 'CALLBACK_FAILED') return 1;
+  return EXIT_CODES[name].retry === 'retry' ? 2 : 3;
+}
+
+// The exit of a run that backed up several databases: the most severe outcome, the first of them in
+// the run's order when several are as severe; OK when there are none.
+export function worstExitName(names: readonly ExitName[]): ExitName {
+  return names.reduce<ExitName>((worst, name) => (severity(name) > severity(worst) ? name : worst), 'OK');
+}

@@ -5,6 +5,7 @@ import './require-node.ts';
 import { loadConfig } from './config.ts';
 import { ConfigError, InterruptedError } from './errors.ts';
 import { EXIT_CODES, exitCodeFor } from './exit-codes.ts';
+import { runDatabases } from './fan-out.ts';
 import { createLogger, type Logger } from './log.ts';
 import { runRestore } from './restore.ts';
 import { runBackup } from './run.ts';
@@ -57,8 +58,9 @@ async function main(): Promise<number> {
   }
   log = createLogger({ level: config.logLevel, base: platformFields(config.platform) });
   for (const warning of config.warnings) log.warn(warning);
+  const options = { log, signal: controller.signal };
   const run = { backup: runBackup, restore: runRestore, verify: runVerify }[config.job.mode];
-  const report = await run(config, { log, signal: controller.signal });
+  const report = config.databases ? await runDatabases(config, config.databases, options) : await run(config, options);
   if (log.isLevelEnabled('debug')) log.debug({ memory: memoryAtExit() }, 'memory at exit');
   return report.exitCode;
 }

@@ -101,3 +101,28 @@ export function reportFor(config: Config, run: RunFacts): RunReport {
     platform: config.platform,
   };
 }
+
+// What became of one database in a run over several (DB_NAMES).
+export type DatabaseOutcome = {
+  name: string;
+  status: 'stored' | 'failed' | 'skipped';
+  exitName: ExitName;
+  // That database's own run (its object key and callback carry it); undefined when it was skipped.
+  runId: string | undefined;
+};
+
+// What a run over several databases did: the summary log line and callback are built from it.
+export type SummaryReport = {
+  runId: string;
+  status: 'succeeded' | 'failed';
+  exitCode: number;
+  exitName: ExitName;
+  database: { type: DbType; host: string | undefined };
+  task: { index: number; count: number };
+  databases: DatabaseOutcome[];
+  // Why the run failed before any database ran (listing them failed); undefined otherwise.
+  error: ErrorReport | undefined;
+  startedAt: Date;
+  finishedAt: Date;
+  platform: Platform;
+};

@@ -19,10 +19,11 @@ import { watchStall } from './pipeline/stall.ts';
 import { scrubSecrets } from './redact.ts';
 import { captureFacts, factsKey, storeFacts, unitOf, type Facts, type FactsCapture } from './facts.ts';
 import { reportFor, type ObjectReport, type RunReport, type VerificationReport } from './report.ts';
-import type { StorageTarget } from './storage/types.ts';
+import type { StorageDriver, StorageTarget } from './storage/types.ts';
 import { logVerification, verificationFailure, verifyObject } from './verify.ts';
 import { STORAGE_DRIVERS } from './storage/registry.ts';
 import { formatBytes, formatDuration } from './units.ts';
+import { plannedSize } from './probe.ts';
 import { which } from './which.ts';
 
 // A progress line at least this often on long dumps.
@@ -146,6 +147,8 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     await writeCredentialFiles(plain);
     if (config.job.captureFacts) capture = await captureFacts(config, plain, { secretsDir, log, scrub: context.scrub, signal });
     const command = capture?.command ?? plain;
+    const driver: StorageDriver = STORAGE_DRIVERS[config.storage.type];
+    const sizeHint = driver.plansParts ? await plannedSize(config, { signal, scrub: context.scrub, log }) : config.backup.expectedSize;
     facts.prepareMs = Math.round(performance.now() - prepareStart);
     signal.throwIfAborted();
 
@@ -190,7 +193,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
           contentType: CONTENT_TYPE[compression],
           metadata: { 'planb-run-id': context.runId, 'planb-db-type': config.db.type, 'planb-dump-tool': facts.tool.version },
           lateMetadata: () => ({ 'planb-sha256': stored.sha256() }),
-          sizeHint: config.backup.expectedSize,
+          sizeHint,
           log,
         }).catch((error: unknown) => {
           // A target rejects with a StorageError only for its own failure (see failure.ts).

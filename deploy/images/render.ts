@@ -8,7 +8,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ENGINES } from '../../src/engines/registry.ts';
-import { DB_TYPES, type DbConfig, type DbType } from '../../src/engines/types.ts';
+import { DB_TYPES, type DbConfig, type DbType, type DumpEngine } from '../../src/engines/types.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const TEMPLATE_PATH = join(ROOT, 'Dockerfile.template');
@@ -135,14 +135,16 @@ export async function loadInputs(): Promise<{ matrix: Matrix; template: string; 
 }
 
 // The tools the image must have, as groups of alternatives (any one of a group will do): the
-// engine's dump tools for one database and for all databases, then its restore tool.
+// engine's dump tools for one database and for all databases, its restore tool, then the clients of
+// its probes (the database's size; the list of databases for DB_NAMES=*).
 export function requiredTools(dbType: DbType): string[][] {
-  const engine = ENGINES[dbType];
+  const engine: DumpEngine = ENGINES[dbType];
   const db = (allDatabases: boolean): DbConfig => ({
     type: dbType, host: undefined, port: undefined, name: undefined, username: undefined, password: undefined,
     tls: undefined, tlsCaFile: undefined, allDatabases, extraArgs: [], sqliteQuickCheck: true,
   });
-  const groups = [[...engine.tools(db(false))], [...engine.tools(db(true))], [engine.restoreTool]];
+  const probes = [engine.size(db(false)), ...(engine.discover ? [engine.discover(db(false))] : [])];
+  const groups = [[...engine.tools(db(false))], [...engine.tools(db(true))], [engine.restoreTool], ...probes.map((probe) => [...probe.tools])];
   const seen = new Set<string>();
   return groups.filter((group) => {
     const key = group.join(' ');

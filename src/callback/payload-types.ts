@@ -2,8 +2,9 @@
 // is the same contract as a JSON Schema. Self-contained (no imports) so that the verifier's
 // declarations ship without the rest of the job.
 
-// One callback: Standard Webhooks' envelope around the facts of one run.
-export type CallbackPayload = CallbackSucceeded | CallbackFailed;
+// One callback: Standard Webhooks' envelope around the facts of one backup, or (with DB_NAMES) the
+// summary of a run that backed up several databases one by one.
+export type CallbackPayload = CallbackSucceeded | CallbackFailed | CallbackSummary;
 
 // What the run did: `backup`, `restore` (JOB_MODE=restore) or `verify` (JOB_MODE=verify).
 export type CallbackOperation = 'backup' | 'restore' | 'verify';
@@ -24,8 +25,43 @@ export type CallbackFailed = {
   data: CallbackFacts & { status: 'failed'; error: CallbackErrorInfo; object?: CallbackObject };
 };
 
-// The `data` of either kind of callback; `status` tells which.
-export type CallbackData = CallbackPayload['data'];
+// The `data` of either kind of backup callback; `status` tells which.
+export type CallbackData = (CallbackSucceeded | CallbackFailed)['data'];
+
+// Sent once per run with DB_NAMES, after every database's own callback: what this task stored.
+export type CallbackSummary = {
+  type: 'backup.summary';
+  timestamp: string;
+  data: CallbackSummaryData;
+};
+
+// A run over several databases. `status` is succeeded only when every database of this task was
+// stored; `exitCode` is the process's, the most severe of the databases' (README: exit codes).
+export type CallbackSummaryData = {
+  runId: string;
+  status: 'succeeded' | 'failed';
+  exitCode: number;
+  exitName: string;
+  producer: { name: string; version: string };
+  database: { type: string; host: string | null };
+  // This task's share: positions index, index + count, … of the sorted list of databases.
+  task: { index: number; count: number };
+  // How many databases this task had, and what became of them.
+  counts: { selected: number; stored: number; failed: number; skipped: number };
+  // One entry per database, in the order they ran; `runId` is that database's own callback's
+  // (absent for a skipped one). Cut short to keep the payload small: `omitted` says how many are missing.
+  databases: CallbackSummaryEntry[];
+  omitted: number;
+  // Present when the run failed before any database ran (DB_NAMES=* could not list them).
+  error?: CallbackErrorInfo;
+  startedAt: string;
+  finishedAt: string;
+  durationMs: number;
+  platform?: CallbackPlatform;
+};
+
+// What became of one database in a run over several.
+export type CallbackSummaryEntry = { name: string; status: 'stored' | 'failed' | 'skipped'; exitName: string; runId: string | null };
 
 // The facts every callback carries. A fact that does not apply is absent; an unknown value inside a
 // present object is null.

@@ -1,8 +1,9 @@
 // Turns the facts of one run (RunReport) into the callback's JSON: the Standard Webhooks envelope
 // `{type, timestamp, data}` described by payload.schema.json. Never carries a credential.
+import type { Platform } from '../config.ts';
 import { scrubSecrets, withoutCredentials } from '../redact.ts';
-import type { RunReport } from '../report.ts';
-import type { CallbackFacts, CallbackObject, CallbackPayload, CallbackPlatform, CallbackVerification } from './payload-types.ts';
+import type { RunReport, SummaryReport } from '../report.ts';
+import type { CallbackFacts, CallbackFailed, CallbackObject, CallbackPayload, CallbackPlatform, CallbackSucceeded, CallbackSummary, CallbackSummaryEntry, CallbackVerification } from './payload-types.ts';
 import { PRODUCT, VERSION } from './version.ts';
 
 export type { CallbackPayload } from './payload-types.ts';
@@ -28,7 +29,7 @@ export type PayloadOptions = {
 
 // The callback payload for a finished run: `backup.succeeded` with the stored object, or
 // `backup.failed` with the error. Always under MAX_PAYLOAD_BYTES when serialised.
-export function buildPayload(report: RunReport, options: PayloadOptions = {}): CallbackPayload {
+export function buildPayload(report: RunReport, options: PayloadOptions = {}): CallbackSucceeded | CallbackFailed {
   const facts: CallbackFacts = {
     runId: clip(report.runId, MAX_FIELD_BYTES),
     exitCode: report.exitCode,
@@ -49,7 +50,7 @@ export function buildPayload(report: RunReport, options: PayloadOptions = {}): C
       streamMs: Math.max(0, Math.round(report.durations.streamMs)),
     },
   };
-  const platform = platformOf(report);
+  const platform = platformOf(report.platform);
   if (platform) facts.platform = platform;
   if (report.verification) facts.verification = verificationOf(report.verification);
   // runId and status lead, so a person reading the JSON sees first which run and how it ended.
@@ -97,9 +98,55 @@ function verificationOf(verification: NonNullable<RunReport['verification']>): C
   };
 }
 
+// The `backup.summary` payload of a run over several databases: counts always exact, the list of
+// databases cut short (`omitted` says by how many) so that it stays under MAX_PAYLOAD_BYTES.
+export function buildSummaryPayload(summary: SummaryReport, options: PayloadOptions = {}): CallbackSummary {
+  const count = (status: CallbackSummaryEntry['status']) => summary.databases.filter((entry) => entry.status === status).length;
+  const finishedAt = summary.finishedAt.toISOString();
+  const payload: CallbackSummary = {
+    type: 'backup.summary',
+    timestamp: finishedAt,
+    data: {
+      runId: clip(summary.runId, MAX_FIELD_BYTES),
+      status: summary.status,
+      exitCode: summary.exitCode,
+      exitName: summary.exitName,
+      producer: { name: PRODUCT, version: VERSION },
+      database: { type: summary.database.type, host: optional(summary.database.host) },
+      task: summary.task,
+      counts: { selected: summary.databases.length, stored: count('stored'), failed: count('failed'), skipped: count('skipped') },
+      databases: [],
+      omitted: 0,
+      ...(summary.error && {
+        error: { stage: summary.error.stage, code: summary.error.code, message: clip(scrubSecrets(summary.error.message, options.secrets ?? []), MAX_MESSAGE_BYTES) },
+      }),
+      startedAt: summary.startedAt.toISOString(),
+      finishedAt,
+      durationMs: Math.max(0, summary.finishedAt.getTime() - summary.startedAt.getTime()),
+    },
+  };
+  const platform = platformOf(summary.platform);
+  if (platform) payload.data.platform = platform;
+  const entries: CallbackSummaryEntry[] = summary.databases.map((entry) => ({
+    name: clip(entry.name, MAX_FIELD_BYTES),
+    status: entry.status,
+    exitName: entry.exitName,
+    runId: entry.runId === undefined ? null : clip(entry.runId, MAX_FIELD_BYTES),
+  }));
+  // Room for `omitted` to grow to its widest; each entry costs its JSON and a comma.
+  let room = MAX_PAYLOAD_BYTES - Buffer.byteLength(JSON.stringify(payload)) - String(entries.length).length;
+  for (const entry of entries) {
+    room -= Buffer.byteLength(JSON.stringify(entry)) + 1;
+    if (room < 0) break;
+    payload.data.databases.push(entry);
+  }
+  payload.data.omitted = entries.length - payload.data.databases.length;
+  return payload;
+}
+
 // The platform context, only the parts that are present; unknown values inside are null.
-function platformOf(report: RunReport): CallbackPlatform | undefined {
-  const { cloudRun, kubernetes } = report.platform;
+function platformOf(where: Platform): CallbackPlatform | undefined {
+  const { cloudRun, kubernetes } = where;
   if (!cloudRun && !kubernetes) return undefined;
   const platform: CallbackPlatform = {};
   if (cloudRun) {

@@ -8,9 +8,9 @@ import { got, RequestError, type PlainResponse } from 'got';
 import type { CallbackConfig } from '../config.ts';
 import { CallbackError, DeadlineError, InterruptedError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import type { RunReport } from '../report.ts';
+import type { RunReport, SummaryReport } from '../report.ts';
 import { scrubSecrets, withoutCredentials } from '../redact.ts';
-import { buildPayload, clip } from './payload.ts';
+import { buildPayload, buildSummaryPayload, clip, type CallbackPayload } from './payload.ts';
 import { signatureHeader } from './sign.ts';
 import { PRODUCT, VERSION } from './version.ts';
 
@@ -75,6 +75,16 @@ type Attempt =
 // Sends the run's callback to config.url. Resolves once a 2xx answer arrives; rejects with a
 // CallbackError (attempts, last status) when the receiver refuses, retries run out, or the signal aborts.
 export async function sendCallback(config: CallbackConfig, report: RunReport, options: SendOptions): Promise<void> {
+  await deliver(config, report.runId, (secrets) => buildPayload(report, { secrets }), options);
+}
+
+// Sends the summary of a run over several databases (DB_NAMES), the same way as sendCallback.
+export async function sendSummaryCallback(config: CallbackConfig, summary: SummaryReport, options: SendOptions): Promise<void> {
+  await deliver(config, summary.runId, (secrets) => buildSummaryPayload(summary, { secrets }), options);
+}
+
+// Signs and POSTs one payload, retrying as described at the top; `payload` gets every secret to keep out.
+async function deliver(config: CallbackConfig, runId: string, payload: (secrets: readonly string[]) => CallbackPayload, options: SendOptions): Promise<void> {
   const { signal, log } = options;
   const backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
   const now = options.now ?? Date.now;
@@ -87,8 +97,8 @@ export async function sendCallback(config: CallbackConfig, report: RunReport, op
   ];
   const conceal = (text: string): string => scrubSecrets(text.replaceAll(config.url, target), hidden);
 
-  const body = JSON.stringify(buildPayload(report, { secrets: hidden }));
-  const id = webhookId(report.runId);
+  const body = JSON.stringify(payload(hidden));
+  const id = webhookId(runId);
   const headers = extraHeaders(config.headers, log);
   const maxAttempts = config.retries + 1;
   // No keep-alive: attempts are seconds apart, and an idle pooled socket must not outlive the run.

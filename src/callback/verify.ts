@@ -15,6 +15,9 @@ export type {
   CallbackPayload,
   CallbackPlatform,
   CallbackSucceeded,
+  CallbackSummary,
+  CallbackSummaryData,
+  CallbackSummaryEntry,
 } from './payload-types.ts';
 
 // How far a timestamp may be from the receiver's clock, either way; the Standard Webhooks default.
@@ -112,7 +115,7 @@ function parsePayload(rawBody: string | Buffer): CallbackPayload {
   const envelope = parsed as Partial<CallbackPayload> | null;
   if (
     typeof envelope !== 'object' || envelope === null ||
-    (envelope.type !== 'backup.succeeded' && envelope.type !== 'backup.failed') ||
+    (envelope.type !== 'backup.succeeded' && envelope.type !== 'backup.failed' && envelope.type !== 'backup.summary') ||
     typeof envelope.data !== 'object' || envelope.data === null
   ) {
     throw new WebhookVerificationError('malformed', 'signed body is not a Plan B callback (type/data)');

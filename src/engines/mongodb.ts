@@ -2,7 +2,8 @@
 // (MongoDB Database Tools ≥ 100.3.0). Restore: `mongorestore --archive < backup.archive`.
 import { join } from 'node:path';
 import { edgeCheck, printable } from './marks.ts';
-import type { DbConfig, DumpCommand, DumpEngine } from './types.ts';
+import { lines, wholeNumber } from './answers.ts';
+import type { DbConfig, DumpCommand, DumpEngine, Probe } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // An archive starts with its magic number (0x8199e26d, little-endian) and ends with a terminator.
@@ -26,6 +27,40 @@ export function mongoConnection(db: DbConfig, config: string): Pick<DumpCommand,
   return { args, files: [{ path: config, content }] };
 }
 
+// Databases of the server itself: DB_NAMES=* leaves them out.
+const SYSTEM_DATABASES = new Set(['admin', 'config', 'local']);
+// The variable that carries the connection string (password inside) from our env to mongosh's script.
+const URI_VARIABLE = 'PLANB_MONGODB_URI';
+
+// A mongodb:// URI for mongosh, with the credentials percent-encoded; it travels in the env only.
+export function connectionUri(db: DbConfig): string {
+  const credentials = db.username === undefined ? '' : `${encodeURIComponent(db.username)}${db.password === undefined ? '' : `:${encodeURIComponent(db.password)}`}@`;
+  const tls = db.tls && db.tls !== 'disable' && db.tls !== 'prefer';
+  const options = new URLSearchParams({
+    ...(tls && { tls: 'true' }),
+    ...(tls && db.tls === 'require' && { tlsInsecure: 'true' }),
+    ...(db.tlsCaFile && { tlsCAFile: db.tlsCaFile }),
+  }).toString();
+  const host = (db.host ?? '').includes(':') ? `[${db.host}]` : (db.host ?? '');
+  return `mongodb://${credentials}${host}:${db.port ?? 27017}/${options ? `?${options}` : ''}`;
+}
+
+// A script for mongosh that connects with the URI from its env and prints one value per line.
+function mongoshQuery<T>(db: DbConfig, what: string, script: string, parse: (stdout: string) => T): Probe<T> {
+  return {
+    what,
+    tools: ['mongosh'],
+    command: ({ tool }) => ({
+      file: tool,
+      // --nodb: connect inside the script, so the password never reaches argv.
+      args: ['--nodb', '--quiet', '--norc', '--eval', `const client = new Mongo(process.env.${URI_VARIABLE}); ${script}`],
+      env: { [URI_VARIABLE]: connectionUri(db) },
+      files: [],
+    }),
+    parse,
+  };
+}
+
 export const mongodb = {
   tools: () => ['mongodump'],
   restoreTool: 'mongorestore',
@@ -43,6 +78,21 @@ export const mongodb = {
     const { args, files } = mongoConnection(db, join(secretsDir, 'mongodump.yaml'));
     return { file: tool, args: [...args, ...(db.name && !db.allDatabases ? [`--db=${db.name}`] : []), ...db.extraArgs, '--archive'], env: {}, files };
   },
+
+  // authorizedDatabases: only those this user can read, as mongodump would need.
+  discover: (db) =>
+    mongoshQuery(
+      db,
+      'listDatabases',
+      "client.getDB('admin').adminCommand({ listDatabases: 1, nameOnly: true, authorizedDatabases: true }).databases.forEach((d) => print(d.name));",
+      (stdout) => lines(stdout).filter((name) => !SYSTEM_DATABASES.has(name)),
+    ),
+
+  // BSON bytes of the documents, uncompressed: about what mongodump writes.
+  size: (db) =>
+    db.name && !db.allDatabases
+      ? mongoshQuery(db, 'dbStats dataSize', `print(String(client.getDB(${JSON.stringify(db.name)}).stats().dataSize));`, (stdout) => wholeNumber(lines(stdout).at(-1)))
+      : mongoshQuery(db, 'listDatabases totalSize', "print(String(client.getDB('admin').adminCommand({ listDatabases: 1 }).totalSize));", (stdout) => wholeNumber(lines(stdout).at(-1))),
 
   classify(stderr) {
     if (/Authentication failed|not authorized|auth error|SCRAM/i.test(stderr)) return 'auth';

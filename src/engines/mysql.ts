@@ -1,7 +1,8 @@
 // DB_TYPE=mysql: mysqldump with a consistent InnoDB snapshot; mariadb.ts reuses this with its own tools.
 import { basename, join } from 'node:path';
+import { lines, wholeNumber } from './answers.ts';
 import { edgeCheck } from './marks.ts';
-import type { DbConfig, DumpEngine, PreflightContext, PreflightProblem } from './types.ts';
+import type { DbConfig, DumpEngine, PreflightContext, PreflightProblem, Probe } from './types.ts';
 import { hasOption, unsafeValues } from './values.ts';
 
 // The tool's last comment on a complete dump (`-- Dump completed on <date>`, or without the date).
@@ -24,6 +25,9 @@ const WHO_AM_I = "SET @me = CONCAT(\"'\", SUBSTRING_INDEX(CURRENT_USER(), '@', 1
 // The escapes an option file reads inside a double-quoted value: a line break must not end the value
 // (and start a new option line), a quote must not end it early.
 const OPTION_ESCAPES: Record<string, string> = { '\\': '\\\\', '"': '\\"', "'": "\\'", '\n': '\\n', '\r': '\\r', '\t': '\\t', '\b': '\\b' };
+
+// Databases of the server itself, never user data: DB_NAMES=* leaves them out.
+const SYSTEM_DATABASES = new Set(['information_schema', 'mysql', 'performance_schema', 'sys']);
 
 // Option files take double-quoted values with backslash escapes.
 export function optionFile(db: DbConfig): string {
@@ -51,6 +55,24 @@ export function tlsArgs(db: DbConfig, mariadbClient: boolean): string[] {
 
 // Builds the engine for one flavour; `tools` is what that flavour's image ships, best first.
 export function mysqlFamily(tools: readonly string[], mariadbClient: boolean): DumpEngine {
+  // One query through the command-line client, in batch mode: no headers, values unescaped.
+  const query = <T>(db: DbConfig, what: string, sql: string, parse: (stdout: string) => T): Probe<T> => ({
+    what,
+    tools: CLIENTS,
+    command({ secretsDir, tool }) {
+      const defaults = join(secretsDir, 'my.cnf');
+      const args = [
+        ...connectionArgs(db, defaults, mariadbClient || basename(tool).startsWith('mariadb')),
+        '--batch',
+        '--skip-column-names',
+        '--raw',
+        ...(db.name ? [`--database=${db.name}`] : []),
+        `--execute=${sql}`,
+      ];
+      return { file: tool, args, env: {}, files: [{ path: defaults, content: optionFile(db) }] };
+    },
+    parse,
+  });
   return {
     tools: () => tools,
     restoreTool: mariadbClient ? 'mariadb' : 'mysql',
@@ -94,6 +116,14 @@ export function mysqlFamily(tools: readonly string[], mariadbClient: boolean): D
       }),
 
     preflight: (db, context) => privilegesPreflight(db, context, mariadbClient),
+
+    // SHOW DATABASES lists only the databases this user has a privilege on.
+    discover: (db) =>
+      query({ ...db, name: undefined }, 'SHOW DATABASES', 'SHOW DATABASES', (stdout) => lines(stdout).filter((name) => !SYSTEM_DATABASES.has(name.toLowerCase()))),
+
+    // Data and indexes as InnoDB counts them (an estimate for InnoDB; a text dump is usually close).
+    size: (db) =>
+      query(db, 'information_schema data_length + index_length', `SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables WHERE ${db.allDatabases ? `table_schema NOT IN (${[...SYSTEM_DATABASES].map((name) => `'${name}'`).join(', ')})` : 'table_schema = DATABASE()'}`, (stdout) => wholeNumber(lines(stdout)[0])),
   };
 }
 

@@ -1,7 +1,8 @@
 // DB_TYPE=postgresql (alias postgres): pg_dump in custom format, or pg_dumpall for every database.
 import { join } from 'node:path';
 import { edgeCheck, printable, type CompletenessCheck } from './marks.ts';
-import type { DbConfig, DumpCommand, DumpEngine } from './types.ts';
+import { wholeNumber } from './answers.ts';
+import type { DbConfig, DumpCommand, DumpEngine, Probe } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // libpq reads a password file: one `host:port:db:user:password` line; `:` and `\` are escaped.
@@ -58,6 +59,31 @@ export function libpqCredentials(db: DbConfig, passFile: string): Pick<DumpComma
   };
 }
 
+// Where DB_NAMES=* connects to list the databases: the one every cluster has.
+const MAINTENANCE_DATABASE = 'postgres';
+
+// How pg_dump and psql reach the server: the same flags, env and password file for both.
+function connection(db: DbConfig, secretsDir: string): Pick<DumpCommand, 'env' | 'files'> & { args: string[] } {
+  const args = ['--no-password'];
+  if (db.host) args.push(`--host=${db.host}`);
+  if (db.port) args.push(`--port=${db.port}`);
+  if (db.username) args.push(`--username=${db.username}`);
+  return { args, ...libpqCredentials(db, join(secretsDir, 'pgpass')) };
+}
+
+// One query through psql: no psqlrc, unaligned tuples only, records separated by NUL (names may hold newlines).
+function psqlQuery<T>(db: DbConfig, database: string, what: string, sql: string, parse: (records: string[]) => T): Probe<T> {
+  return {
+    what,
+    tools: ['psql'],
+    command({ secretsDir, tool }) {
+      const { args, env, files } = connection(db, secretsDir);
+      return { file: tool, args: [...args, '--no-psqlrc', '--tuples-only', '--no-align', '--record-separator-zero', `--dbname=${database}`, `--command=${sql}`], env, files };
+    },
+    parse: (stdout) => parse(stdout.split('\0').map((record) => record.replace(/\n$/, '')).filter((record) => record !== '')),
+  };
+}
+
 export const postgresql = {
   tools: (db: DbConfig) => (db.allDatabases ? ['pg_dumpall'] : ['pg_dump']),
   restoreTool: 'pg_restore',
@@ -80,11 +106,7 @@ export const postgresql = {
   },
 
   command(db, { secretsDir, tool, compression }) {
-    const passFile = join(secretsDir, 'pgpass');
-    const args = ['--no-password'];
-    if (db.host) args.push(`--host=${db.host}`);
-    if (db.port) args.push(`--port=${db.port}`);
-    if (db.username) args.push(`--username=${db.username}`);
+    const { args, env, files } = connection(db, secretsDir);
     if (db.allDatabases) {
       args.push('--clean', '--if-exists');
     } else {
@@ -92,8 +114,24 @@ export const postgresql = {
       args.push('--format=custom', ...(compression === 'none' ? [] : ['--compress=0']), `--dbname=${db.name ?? ''}`);
     }
     args.push(...db.extraArgs);
-    return { file: tool, args, ...libpqCredentials(db, passFile) };
+    return { file: tool, args, env, files };
   },
+
+  // Templates and databases this user may not connect to cannot be dumped by it.
+  discover: (db) =>
+    psqlQuery(
+      db,
+      MAINTENANCE_DATABASE,
+      'pg_database',
+      "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn AND has_database_privilege(datname, 'CONNECT') ORDER BY datname",
+      (records) => records,
+    ),
+
+  // On disk, indexes and TOAST included: more than a dump of it holds, rarely less.
+  size: (db) =>
+    db.allDatabases
+      ? psqlQuery(db, MAINTENANCE_DATABASE, 'pg_database_size', 'SELECT COALESCE(sum(pg_database_size(datname)), 0) FROM pg_database WHERE datallowconn', (records) => wholeNumber(records[0]))
+      : psqlQuery(db, db.name ?? MAINTENANCE_DATABASE, 'pg_database_size', 'SELECT pg_database_size(current_database())', (records) => wholeNumber(records[0])),
 
   classify(stderr) {
     if (/password authentication failed|no password supplied|permission denied|pg_hba\.conf|role ".*" does not exist|authentication failed/i.test(stderr)) return 'auth';

@@ -1,7 +1,26 @@
 // DB_TYPE=redis: redis-cli --rdb streams the server's RDB snapshot (all databases) to stdout.
 import { rdbCheck } from './rdb.ts';
-import type { DumpEngine } from './types.ts';
+import { lines, wholeNumber } from './answers.ts';
+import type { DbConfig, DumpEngine } from './types.ts';
 import { unsafeValues } from './values.ts';
+
+// How redis-cli reaches the server, for the dump and for INFO alike.
+function connectionArgs(db: DbConfig): string[] {
+  const tls = db.tls && db.tls !== 'disable' && db.tls !== 'prefer';
+  return [
+    '-h', db.host ?? '',
+    '-p', String(db.port ?? 6379),
+    ...(db.username ? ['--user', db.username] : []),
+    ...(tls ? ['--tls'] : []),
+    ...(tls && db.tls === 'require' ? ['--insecure'] : []),
+    ...(db.tlsCaFile ? ['--cacert', db.tlsCaFile] : []),
+  ];
+}
+
+// redis-cli reads the password from REDISCLI_AUTH, so it never appears in argv.
+function authEnv(db: DbConfig): Record<string, string> {
+  return db.password === undefined ? {} : { REDISCLI_AUTH: db.password };
+}
 
 export const redis = {
   tools: () => ['redis-cli'],
@@ -18,22 +37,23 @@ export const redis = {
   },
 
   command(db, { tool }) {
-    const tls = db.tls && db.tls !== 'disable' && db.tls !== 'prefer';
-    const args = [
-      '-h', db.host ?? '',
-      '-p', String(db.port ?? 6379),
-      ...(db.username ? ['--user', db.username] : []),
-      ...(tls ? ['--tls'] : []),
-      ...(tls && db.tls === 'require' ? ['--insecure'] : []),
-      ...(db.tlsCaFile ? ['--cacert', db.tlsCaFile] : []),
-      ...(db.name ? ['-n', db.name] : []),
-      ...db.extraArgs,
-      '--rdb', '-',
-    ];
-    // redis-cli reads the password from REDISCLI_AUTH, so it never appears in argv.
-    const env: Record<string, string> = db.password === undefined ? {} : { REDISCLI_AUTH: db.password };
-    return { file: tool, args, env, files: [] };
+    const args = [...connectionArgs(db), ...(db.name ? ['-n', db.name] : []), ...db.extraArgs, '--rdb', '-'];
+    return { file: tool, args, env: authEnv(db), files: [] };
   },
+
+  namesUnsupported: 'an RDB snapshot always holds every database, so DB_NAMES would store the same snapshot once per name; leave DB_NAME unset to back them all up',
+
+  // The dataset's bytes in memory (used_memory without the server's own overhead); an RDB is
+  // usually smaller, being compact and compressed.
+  size: (db) => ({
+    what: 'INFO memory',
+    tools: ['redis-cli'],
+    command: ({ tool }) => ({ file: tool, args: [...connectionArgs(db), 'INFO', 'memory'], env: authEnv(db), files: [] }),
+    parse(stdout) {
+      const fields = new Map(lines(stdout).map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1)]));
+      return wholeNumber(fields.get('used_memory_dataset') ?? fields.get('used_memory'));
+    },
+  }),
 
   classify(stderr) {
     if (/NOAUTH|WRONGPASS|invalid (username-)?password|NOPERM|AUTH failed/i.test(stderr)) return 'auth';

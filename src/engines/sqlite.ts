@@ -3,6 +3,7 @@
 // (which on Cloud Run would count against memory). Restore: `sqlite3 new.db < backup.sql`.
 // The shell exits 0 even when it could not read the database (also with -bail): it writes its errors
 // into the dump as comments and ends it with ROLLBACK instead of COMMIT. Those marks decide.
+import { lines, wholeNumber } from './answers.ts';
 import { edges, scanner, type CompletenessCheck } from './marks.ts';
 import type { DumpCommand, DumpEngine } from './types.ts';
 import { unsafeValues } from './values.ts';
@@ -63,6 +64,19 @@ export const sqlite = {
   command(db, { tool }) {
     return { file: tool, args: [...shellArgs(db.extraArgs), db.name ?? '', '.dump'], env: {}, files: [] };
   },
+
+  // The file's size as SQLite counts it (pages × page size), read through the same read-only shell.
+  size: (db) => ({
+    what: 'page_count × page_size',
+    tools: ['sqlite3'],
+    command: ({ tool }) => ({
+      file: tool,
+      args: ['-bail', '-readonly', '-noheader', '-list', db.name ?? '', 'SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()'],
+      env: {},
+      files: [],
+    }),
+    parse: (stdout) => wholeNumber(lines(stdout)[0]),
+  }),
 
   classify(stderr) {
     if (/unable to open database|no such file|not a database/i.test(stderr)) return 'unreachable';

@@ -44,6 +44,21 @@ export type DumpCommand = {
 // Inputs a command needs besides the settings: where credential files go, which binary was found.
 export type CommandContext = { secretsDir: string; tool: string; compression: Compression };
 
+// Inputs a probe's command needs: where credential files go, which binary was found.
+export type ProbeContext = { secretsDir: string; tool: string };
+
+// A short read-only query run with the dump's own credentials (files and env, never argv), and how
+// to read its answer. Pure, like `command`: the runner (probe.ts) finds the tool and runs it.
+export type Probe<T> = {
+  // What it asks, for log lines and errors: `pg_database_size`, `SHOW DATABASES`.
+  what: string;
+  // Binaries that can run it, best first.
+  tools: readonly string[];
+  command(context: ProbeContext): DumpCommand;
+  // Reads the tool's stdout; throws when the answer is not what the query returns.
+  parse(stdout: string): T;
+};
+
 // A DB_TYPE: its tools, its defaults and a pure function from settings to the dump command.
 export type DumpEngine = {
   // Binaries that can dump with these settings, best first; the first one on PATH is used.
@@ -57,6 +72,13 @@ export type DumpEngine = {
   validate(db: DbConfig): string[];
   // Pure: the same settings and context always give the same command.
   command(db: DbConfig, context: CommandContext): DumpCommand;
+  // DB_NAMES=*: lists every database this user can dump, leaving out templates and system databases.
+  // Absent when the engine has no server to ask; then DB_NAMES must name them.
+  discover?(db: DbConfig): Probe<string[]>;
+  // Why DB_NAMES cannot apply to this engine at all; absent when each name can be dumped on its own.
+  namesUnsupported?: string;
+  // The database's own size from its statistics, in bytes: sizes the upload's parts without a hint.
+  size(db: DbConfig): Probe<number>;
   // Reads the tool's stderr after a failure: could it not connect, was it refused, was the request
   // itself wrong (no such database, an unknown option: no retry helps), or something else?
   classify(stderr: string): 'unreachable' | 'auth' | 'invalid' | 'failed';

@@ -2,6 +2,20 @@
 // are reused: a stream of any length allocates the same few part-sized buffers and frees none until it
 // ends. Memory then no longer depends on when the garbage collector frees a sent part or on how malloc
 // reuses freed multi-MiB blocks, which made the job's peak grow with the dump's length (docs/benchmarks.md, bar 3).
+import { Transform } from 'node:stream';
+
+// Passes a body on until more than `capacity` bytes came through, then fails at once with `tooLarge()`:
+// the moment the plan certainly cannot hold the body, not when the part past the limit is refused.
+export function capacityGuard(capacity: number, tooLarge: () => Error): Transform {
+  let received = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      received += chunk.length;
+      if (received <= capacity) callback(null, chunk);
+      else callback(tooLarge());
+    },
+  });
+}
 
 // One part: `data` is valid until `release()`, which gives its buffer back for a later part.
 export type Part = { number: number; data: Buffer; last: boolean; release(): void };

@@ -17,7 +17,7 @@
 // - size known (BACKUP_EXPECTED_SIZE): part = max(8 MiB, 2 × size / 10,000) in whole MiB, so an estimate
 //   low by 2× still fits: 11 MiB for 50 GiB (buffers 33 MiB), 22 MiB for 107 GiB (66 MiB), and 525 MiB
 //   (1.5 GiB) from 2.5 TiB up to the 5 TiB limit.
-import { Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { CompletedPart, PutObjectCommandInput, S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import type { NodeHttpHandler } from '@smithy/node-http-handler';
@@ -26,7 +26,7 @@ import { count, size } from '../config-specs.ts';
 import { ConfigError, StorageError, type StorageFailure } from '../errors.ts';
 import { formatBytes } from '../units.ts';
 import { rootCause } from './failure.ts';
-import { cutParts, type CutStats } from './parts.ts';
+import { capacityGuard, cutParts, type CutStats } from './parts.ts';
 import type { CommonStorageSettings, ListedObject, StorageDriver } from './types.ts';
 
 const MiB = 1024 ** 2;
@@ -382,6 +382,7 @@ export const s3 = {
   env,
   // The key id too: harmless to redact, and it lets both halves of a key pair come from mounted files.
   secrets: ['STORAGE_ACCESS_KEY_ID', 'STORAGE_SECRET_ACCESS_KEY', 'STORAGE_SESSION_TOKEN'],
+  plansParts: true,
   open(common, settings) {
     const options = s3Options(common, settings);
     // One client for reads, created on first use; reads are cancelled through each call's own signal.
@@ -443,20 +444,15 @@ export const s3 = {
           uploadId: undefined,
           committing: false,
         };
-        let received = 0;
-
-        const feed = new Transform({
-          transform(chunk: Buffer, _encoding, callback) {
-            received += chunk.length;
-            if (received <= plan.capacity) return callback(null, chunk);
-            state.storageFailure ??= new StorageError(
-              `s3 upload to ${where} failed: the backup is larger than ${formatBytes(plan.capacity)} (${MAX_PARTS} parts of ` +
-                `${formatBytes(plan.partSize)}); set BACKUP_EXPECTED_SIZE (or STORAGE_PART_SIZE) to the expected size`,
-              'other',
-            );
-            callback(state.storageFailure);
-          },
-        });
+        // The plan is fixed before the first byte: past its capacity the upload can only fail, so it fails now.
+        const feed = capacityGuard(plan.capacity, () =>
+          (state.storageFailure ??= new StorageError(
+            `s3 upload to ${where} failed: the backup is larger than ${formatBytes(plan.capacity)} (${MAX_PARTS} parts of ` +
+              `${formatBytes(plan.partSize)}, planned for ${sizeHint === undefined ? 'an unknown size' : formatBytes(sizeHint)}); ` +
+              'set BACKUP_EXPECTED_SIZE (or STORAGE_PART_SIZE) to the expected size',
+            'other',
+          )),
+        );
         const stop = (cause: unknown) => {
           state.stopped.resolve();
           if (state.cancel.signal.aborted) return;

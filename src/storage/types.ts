@@ -57,5 +57,8 @@ export type CommonStorageSettings = {
 export type StorageDriver<S extends EnvSpecs = EnvSpecs> = {
   env: S;
   secrets: readonly string[];
+  // Cuts the upload into a limited number of parts sized from UploadRequest.sizeHint: without a hint
+  // the run asks the database for its size first.
+  plansParts?: boolean;
   open(common: CommonStorageSettings, settings: Record<string, unknown>): StorageTarget;
 };

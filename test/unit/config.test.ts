@@ -118,3 +118,70 @@ describe('loadConfig', () => {
     assert.ok(config.secrets.includes('second'));
   });
 });
+
+const fanOutBase = { DB_TYPE: 'postgres', STORAGE_TYPE: 'local', STORAGE_BUCKET: '/backups', PATH: '/usr/bin' };
+
+describe('DB_NAMES configuration', () => {
+  test('a comma-separated list and a JSON array give the same names, trimmed and unique', () => {
+    const fromCommas = loadConfig({ ...fanOutBase, DB_NAMES: ' shop , crm,shop,billing ' }).databases;
+    const fromJson = loadConfig({ ...fanOutBase, DB_NAMES: '["shop", "crm", "billing"]' }).databases;
+    assert.deepEqual(fromCommas?.names, ['shop', 'crm', 'billing']);
+    assert.deepEqual(fromJson?.names, ['shop', 'crm', 'billing']);
+    assert.deepEqual(fromCommas?.task, { index: 0, count: 1 }, 'one task takes everything');
+    assert.equal(loadConfig({ ...fanOutBase, DB_NAMES: 'shop' }).db.name, undefined, 'each run gets its own name');
+  });
+
+  test('* asks the server, DB_EXCLUDE drops names, and without DB_NAMES nothing changes', () => {
+    const config = loadConfig({ ...fanOutBase, DB_NAMES: '*', DB_EXCLUDE: 'postgres, scratch' });
+    assert.equal(config.databases?.names, '*');
+    assert.deepEqual(config.databases?.exclude, ['postgres', 'scratch']);
+    assert.equal(loadConfig({ ...fanOutBase, DB_NAME: 'shop' }).databases, undefined);
+  });
+
+  test('DB_NAMES excludes DB_NAME and DB_ALL_DATABASES, and DB_EXCLUDE needs DB_NAMES', () => {
+    const problems = problemsOf({ ...fanOutBase, DB_NAMES: 'a,b', DB_NAME: 'a', DB_ALL_DATABASES: 'true' });
+    assert.ok(problems.some((p) => /DB_NAMES and DB_NAME exclude each other/.test(p)), problems.join('\n'));
+    assert.ok(problems.some((p) => /DB_NAMES and DB_ALL_DATABASES=true exclude each other/.test(p)), problems.join('\n'));
+    assert.match(problemsOf({ ...fanOutBase, DB_NAME: 'a', DB_EXCLUDE: 'b' }).join('\n'), /DB_EXCLUDE applies only with DB_NAMES/);
+  });
+
+  test('bad lists are named: an empty name, a broken JSON array, * mixed with names', () => {
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: 'a,,b' }).join('\n'), /DB_NAMES: .*empty name/);
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '["a", 1]' }).join('\n'), /DB_NAMES: .*JSON array of strings/);
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '[a' }).join('\n'), /DB_NAMES: .*not a valid JSON array/);
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '*,shop' }).join('\n'), /stands alone/);
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: 'shop,-x' }).join('\n'), /starts with "-"/, 'every listed name gets the DB_NAME checks');
+  });
+
+  test('redis refuses DB_NAMES (one snapshot holds every database); sqlite takes files but cannot list them', () => {
+    assert.match(problemsOf({ ...fanOutBase, DB_TYPE: 'redis', DB_HOST: 'cache', DB_NAMES: '0,1' }).join('\n'), /DB_NAMES does not apply to redis: an RDB snapshot always holds every database/);
+    assert.deepEqual(loadConfig({ ...fanOutBase, DB_TYPE: 'sqlite', DB_NAMES: '/data/a.db,/data/b.db' }).databases?.names, ['/data/a.db', '/data/b.db']);
+    assert.match(problemsOf({ ...fanOutBase, DB_TYPE: 'sqlite', DB_NAMES: '*' }).join('\n'), /DB_NAMES=\* does not apply to sqlite/);
+  });
+
+  test('the engine still checks the rest of DB_* once, with DB_NAMES standing in for DB_NAME', () => {
+    const problems = problemsOf({ ...fanOutBase, DB_TYPE: 'mongodb', DB_NAMES: 'a,b,c' });
+    assert.deepEqual(problems, ['DB_HOST is required for mongodb']);
+  });
+});
+
+describe('task split configuration', () => {
+  test('Cloud Run task index and count, or a Kubernetes completion index and the count the manifest passes', () => {
+    assert.deepEqual(loadConfig({ ...fanOutBase, DB_NAMES: '*', CLOUD_RUN_TASK_INDEX: '2', CLOUD_RUN_TASK_COUNT: '3' }).databases?.task, { index: 2, count: 3 });
+    assert.deepEqual(loadConfig({ ...fanOutBase, DB_NAMES: '*', JOB_COMPLETION_INDEX: '1', JOB_COMPLETION_COUNT: '4' }).databases?.task, { index: 1, count: 4 });
+  });
+
+  test('an index outside the count, half a pair or both platforms at once are configuration errors', () => {
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '*', CLOUD_RUN_TASK_INDEX: '3', CLOUD_RUN_TASK_COUNT: '3' }).join('\n'), /CLOUD_RUN_TASK_INDEX: 3 is not below CLOUD_RUN_TASK_COUNT \(3\)/);
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '*', JOB_COMPLETION_INDEX: '0' }).join('\n'), /JOB_COMPLETION_INDEX is set without JOB_COMPLETION_COUNT/);
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '*', JOB_COMPLETION_COUNT: '2' }).join('\n'), /JOB_COMPLETION_COUNT is set without JOB_COMPLETION_INDEX/);
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '*', JOB_COMPLETION_INDEX: '0', JOB_COMPLETION_COUNT: '0' }).join('\n'), /JOB_COMPLETION_COUNT: 0 is not a whole number of tasks/);
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '*', JOB_COMPLETION_INDEX: '1.5', JOB_COMPLETION_COUNT: '3' }).join('\n'), /JOB_COMPLETION_INDEX: 1.5 is not a task position/);
+    const both = { CLOUD_RUN_TASK_INDEX: '0', CLOUD_RUN_TASK_COUNT: '2', JOB_COMPLETION_INDEX: '0', JOB_COMPLETION_COUNT: '2' };
+    assert.match(problemsOf({ ...fanOutBase, DB_NAMES: '*', ...both }).join('\n'), /both set/);
+  });
+
+  test('a one-database run ignores the task variables, as before', () => {
+    assert.equal(loadConfig({ ...fanOutBase, DB_NAME: 'shop', JOB_COMPLETION_INDEX: '3' }).databases, undefined);
+  });
+});

@@ -62,6 +62,8 @@ function check(keyword: string, rule: unknown, schema: Schema, value: unknown, r
       if (rule === false) return extra.map((name) => `${path}: unexpected property ${name}`);
       return extra.flatMap((name) => validate(rule as Schema, value[name], root, `${path}.${name}`));
     }
+    case 'items':
+      return Array.isArray(value) ? value.flatMap((item, index) => validate(rule as Schema, item, root, `${path}[${index}]`)) : [];
     case 'allOf':
       return (rule as Schema[]).flatMap((sub) => validate(sub, value, root, path));
     case 'if': {

@@ -182,10 +182,11 @@ describe('rendered Dockerfiles', () => {
     }
   });
 
-  test('the dump tools checked in the image are the ones the engine registry uses', () => {
-    assert.deepEqual(requiredTools('postgresql'), [['pg_dump'], ['pg_dumpall'], ['pg_restore']]);
-    assert.deepEqual(requiredTools('mariadb'), [['mariadb-dump', 'mysqldump'], ['mariadb']]);
-    assert.deepEqual(requiredTools('mongodb'), [['mongodump'], ['mongorestore']]);
+  test('the dump, restore and probe tools checked in the image are the ones the engine registry uses', () => {
+    assert.deepEqual(requiredTools('postgresql'), [['pg_dump'], ['pg_dumpall'], ['pg_restore'], ['psql']]);
+    assert.deepEqual(requiredTools('mariadb'), [['mariadb-dump', 'mysqldump'], ['mariadb'], ['mariadb', 'mysql']]);
+    assert.deepEqual(requiredTools('mongodb'), [['mongodump'], ['mongorestore'], ['mongosh']]);
+    assert.deepEqual(requiredTools('redis'), [['redis-cli'], ['redis-server']]);
   });
 
   test('each image installs zstd, which the job uses for fast compression, with its base’s package manager', async () => {

@@ -11,7 +11,7 @@ import { EXIT_CODES } from '../../../src/exit-codes.ts';
 import { secretVariables } from '../../../src/config.ts';
 import { parseDuration } from '../../../src/units.ts';
 import { loadInputs } from '../../../deploy/images/render.ts';
-import { CONTAINER_NAME, CRONJOB_PATH, podFailurePolicy, renderCronJob } from '../../../deploy/kubernetes/render.ts';
+import { CONTAINER_NAME, CRONJOB_PATH, INDEXED_PATCH_PATH, podFailurePolicy, renderCronJob } from '../../../deploy/kubernetes/render.ts';
 import { DEPLOY, jobVariables, readYaml, sameInYaml11, unknownFieldErrors } from './manifests.ts';
 
 const K8S = join(DEPLOY, 'kubernetes');
@@ -224,5 +224,47 @@ describe('deploy/kubernetes', () => {
     }
     const repository = container.image.slice(0, container.image.lastIndexOf(':'));
     assert.ok(kustomization.images.some((image) => image.name === repository), 'the images override matches the CronJob image');
+  });
+});
+
+describe('deploy/kubernetes/indexed (DB_NAMES over an Indexed Job)', () => {
+  type IndexedPatch = {
+    spec: { jobTemplate: { spec: Record<string, unknown> & { completions: number; podFailurePolicy: unknown; template: { spec: { containers: Container[] } } } } };
+  };
+  let patch: IndexedPatch;
+  before(async () => {
+    [patch] = (await readYaml(INDEXED_PATCH_PATH)) as [IndexedPatch];
+  });
+
+  test('a kustomize component patching the CronJob, meaning the same in YAML 1.1 and 1.2', async () => {
+    const [component] = (await readYaml(join(K8S, 'indexed/kustomization.yaml'))) as [{ kind: string; patches: { path: string }[] }];
+    assert.equal(component.kind, 'Component');
+    assert.deepEqual(component.patches, [{ path: 'indexed-job.yaml' }]);
+    assert.ok(await sameInYaml11(INDEXED_PATCH_PATH));
+  });
+
+  test('the patched CronJob is a valid Indexed Job whose pods are told the number of tasks', () => {
+    const job = structuredClone(cronJob) as unknown as { spec: { jobTemplate: { spec: Record<string, unknown> & { template: { spec: PodSpec } } } } };
+    const { template, backoffLimit, ...fields } = patch.spec.jobTemplate.spec;
+    assert.equal(backoffLimit, null, 'the Job-wide backoffLimit is removed: each index has its own');
+    delete job.spec.jobTemplate.spec.backoffLimit;
+    Object.assign(job.spec.jobTemplate.spec, fields);
+    const [patched] = job.spec.jobTemplate.spec.template.spec.containers as [Container];
+    const env = template.spec.containers.find((c) => c.name === patched.name)?.env ?? [];
+    patched.env = [...(patched.env ?? []), ...env];
+    assert.doesNotThrow(() => new CronJob(job as never).validate());
+    assert.deepEqual(unknownFieldErrors([job as unknown as { apiVersion: string; kind: string }]), []);
+    assert.equal(fields.completionMode, 'Indexed');
+    assert.equal(env.find((e) => e.name === 'JOB_COMPLETION_COUNT')?.value, String(patch.spec.jobTemplate.spec.completions), 'JOB_COMPLETION_COUNT equals completions');
+  });
+
+  test('every variable it sets is one the job reads, and a failure no retry heals fails only its index', async () => {
+    const known = await jobVariables();
+    for (const container of patch.spec.jobTemplate.spec.template.spec.containers) {
+      for (const entry of container.env ?? []) assert.ok(known.has(entry.name), `${entry.name} is not a Plan B variable`);
+    }
+    assert.deepEqual(patch.spec.jobTemplate.spec.podFailurePolicy, podFailurePolicy(EXIT_CODES, CONTAINER_NAME, 'FailIndex'));
+    const text = await readFile(INDEXED_PATCH_PATH, 'utf8');
+    assert.equal(renderCronJob(text, EXIT_CODES, 'FailIndex'), text, 'run node deploy/kubernetes/render.ts');
   });
 });

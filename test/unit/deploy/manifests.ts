@@ -31,7 +31,7 @@ export async function sameInYaml11(path: string): Promise<boolean> {
 // target's own, and the X_FILE form of every secret.
 export async function jobVariables(): Promise<Set<string>> {
   const source = await readFile(join(ROOT, 'src/config.ts'), 'utf8');
-  const names = new Set([...source.matchAll(/^\s+([A-Z][A-Z0-9_]+): (?:str|num|bool|url|httpUrl|duration|stallTimeout|size|count|list|stringMap|headerMap)\(/gm)].map((m) => m[1] ?? ''));
+  const names = new Set([...source.matchAll(/^\s+([A-Z][A-Z0-9_]+): (?:str|num|bool|url|httpUrl|duration|stallTimeout|size|count|list|stringMap|headerMap|nameList)\(/gm)].map((m) => m[1] ?? ''));
   for (const driver of Object.values(STORAGE_DRIVERS)) for (const name of Object.keys(driver.env)) names.add(name);
   for (const secret of secretVariables()) names.add(`${secret}_FILE`);
   return names;

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { test } from 'node:test';
-import { cutParts, type Part } from '../../../src/storage/parts.ts';
+import { capacityGuard, cutParts, type Part } from '../../../src/storage/parts.ts';
 
 // Chunks of these sizes whose bytes count up (mod 256) across the whole stream.
 function bytes(sizes: number[]): Buffer[] {
@@ -54,4 +55,29 @@ test('parts reuse the same buffers, and the next part waits while all of them ar
   assert.equal(third.data[0], 8);
   second.release();
   third.release();
+});
+
+test('capacityGuard passes bytes up to the capacity and fails at the first byte beyond it, not at the end', async () => {
+  let produced = 0;
+  // A body far longer than the capacity: the guard must stop it long before it ends.
+  const body = Readable.from((function* () {
+    for (let i = 0; i < 1000; i += 1) {
+      produced += 4;
+      yield Buffer.alloc(4, i);
+    }
+  })());
+  const passed: Buffer[] = [];
+  const guard = capacityGuard(10, () => new Error('too large for the plan'));
+  guard.on('data', (chunk: Buffer) => passed.push(chunk));
+  await assert.rejects(pipeline(body, guard), /too large for the plan/);
+  assert.equal(Buffer.concat(passed).length, 8, 'the two chunks that fit went through');
+  assert.ok(produced < 100, `the body was stopped after ${produced} bytes`);
+});
+
+test('capacityGuard lets a body of exactly its capacity through', async () => {
+  const passed: Buffer[] = [];
+  const guard = capacityGuard(12, () => new Error('too large'));
+  guard.on('data', (chunk: Buffer) => passed.push(chunk));
+  await pipeline(Readable.from(bytes([4, 4, 4])), guard);
+  assert.equal(Buffer.concat(passed).length, 12);
 });
