@@ -174,10 +174,10 @@ describe('s3 part sizing', () => {
 });
 
 describe('s3 settings', () => {
-  const common = { bucket: 'b', endpoint: undefined, region: undefined };
+  const common = { bucket: 'b', endpoint: undefined, region: 'eu-west-1' };
 
   test('a custom endpoint gets path-style addressing and us-east-1 unless told otherwise', () => {
-    const options = s3Options({ ...common, endpoint: 'http://minio:9000' }, settingsFrom({}));
+    const options = s3Options({ ...common, region: undefined, endpoint: 'http://minio:9000' }, settingsFrom({}));
     assert.equal(options.forcePathStyle, true);
     assert.equal(options.region, 'us-east-1');
     const virtual = s3Options({ ...common, endpoint: 'https://r2.example', region: 'auto' }, settingsFrom({ STORAGE_S3_FORCE_PATH_STYLE: 'false' }));
@@ -186,11 +186,19 @@ describe('s3 settings', () => {
   });
 
   test('on AWS the region and the credentials come from the SDK default chain when not set', () => {
-    const options = s3Options(common, settingsFrom({}));
+    const options = s3Options({ ...common, region: undefined }, settingsFrom({ AWS_REGION: 'eu-west-1' }));
     assert.equal(options.forcePathStyle, false);
-    assert.equal(options.region, undefined);
+    assert.equal(options.region, undefined, "left to the SDK, which reads AWS_REGION itself");
     assert.equal(options.credentials, undefined);
     assert.equal(options.ifNoneMatch, true);
+  });
+
+  test('on AWS with no region anywhere, the run is refused before it starts, not after the dump', () => {
+    assert.throws(() => s3Options({ ...common, region: undefined }, settingsFrom({})), (error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.deepEqual(error.problems, ['STORAGE_REGION is required for S3 on AWS (or AWS_REGION); an S3-compatible store needs STORAGE_ENDPOINT']);
+      return true;
+    });
   });
 
   test('parts carry a CRC32 on AWS; with a custom endpoint only when STORAGE_S3_CHECKSUM=crc32', () => {
@@ -228,6 +236,7 @@ describe('s3 settings', () => {
         DB_NAME: '/data/app.db',
         STORAGE_TYPE: 's3',
         STORAGE_BUCKET: 'backups',
+        STORAGE_REGION: 'eu-west-1',
         STORAGE_ACCESS_KEY_ID: 'AKIAIOSFODNN7EXAMPLE',
         STORAGE_SECRET_ACCESS_KEY_FILE: join(dir, 'secret'),
         STORAGE_S3_SSE: 'aws:kms',
