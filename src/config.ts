@@ -188,7 +188,7 @@ export function loadConfig(source: Env): Config {
     tls: base.DB_TLS,
     tlsCaFile: base.DB_TLS_CA_FILE,
     allDatabases: base.DB_ALL_DATABASES,
-    extraArgs: base.DB_EXTRA_ARGS,
+    extraArgs: base.DB_EXTRA_ARGS ?? [],
     sqliteQuickCheck: base.DB_SQLITE_QUICK_CHECK,
   };
   const databases = databaseSelection(base, dbType, engine, problems);
