@@ -89,7 +89,7 @@ export async function plannedSize(config: Config, options: Omit<ProbeOptions, 'd
   } catch (error) {
     options.signal.throwIfAborted();
     options.log.warn(
-      { sizeSource: probe.what, err: { message: options.scrub((error as Error).message) } },
+      { sizeSource: probe.what, reason: options.scrub((error as Error).message) },
       `could not read the database's size (${probe.what}); the upload is planned for an unknown size: ${options.scrub((error as Error).message)}`,
     );
     return undefined;
