@@ -148,7 +148,7 @@ describe('postgresql', () => {
     assert.deepEqual(await storedNames(join(work, 'pg-split-idle')), []);
   });
 
-  test('one database failing leaves the others stored; a permission failure beats a missing database in the exit code', async (t) => {
+  test('one database failing leaves the others stored; of two failures no retry fixes (a permission, a missing database) the first decides the exit code', async (t) => {
     if (!requireBinaries(t, ['initdb', 'pg_dump', 'psql'])) return;
     const receiver = await startWebhookReceiver();
     try {
@@ -163,7 +163,7 @@ describe('postgresql', () => {
       const payloads = callbacks(receiver);
       assert.deepEqual(
         payloads.slice(0, -1).map((p) => [p.type === 'backup.summary' ? '' : p.data.database.name, p.data.exitName]),
-        [['alpha', 'OK'], ['beta', 'OK'], ['gamma', 'DB_AUTH'], ['nosuch', 'DUMP_FAILED']],
+        [['alpha', 'OK'], ['beta', 'OK'], ['gamma', 'DB_AUTH'], ['nosuch', 'DB_INVALID']],
       );
       const summary = summaryOf(payloads);
       assert.equal(summary.status, 'failed');
@@ -250,11 +250,11 @@ describe('mariadb', () => {
     assert.equal((await maria.sql('SELECT v FROM t', 'restored_shop')).trim(), 'shop');
   });
 
-  test('a database that is not there fails alone, with the dump-failed code', async (t) => {
+  test('a database that is not there fails alone, with the code no retry fixes', async (t) => {
     if (!requireBinaries(t, ['mariadbd', 'mariadb', 'mariadb-dump'])) return;
     const bucket = join(work, 'maria-missing');
     const result = await runJob(env(bucket, { DB_NAMES: '["web", "gone", "crm"]' }));
-    assert.equal(result.code, EXIT_CODES.DUMP_FAILED.code, result.stdout);
+    assert.equal(result.code, EXIT_CODES.DB_INVALID.code, result.stdout);
     assert.deepEqual(await storedNames(bucket), ['crm', 'web']);
     assert.ok(result.lines.some((line) => line.database === 'gone' && /Unknown database/.test(line.message)), result.stdout);
   });
