@@ -5,6 +5,7 @@ import {
   ConfigError,
   DeadlineError,
   DumpError,
+  EncryptionError,
   InterruptedError,
   PlanBError,
   StorageError,
@@ -17,7 +18,7 @@ export type Retry = 'retry' | 'fail';
 // shell's 128+N for signals; anything not listed (Node's own 1–14, 137 = SIGKILL/OOM) is a failure.
 export const EXIT_CODES = {
   OK: { code: 0, retry: 'fail', meaning: 'Backup stored and, if configured, the callback delivered.' },
-  DUMP_FAILED: { code: 65, retry: 'retry', meaning: 'The dump tool or the compressor failed: non-zero exit, killed, or no output.' },
+  DUMP_FAILED: { code: 65, retry: 'retry', meaning: 'The dump tool, the compressor or the encryption failed: non-zero exit, killed, or no output.' },
   DB_UNREACHABLE: { code: 69, retry: 'retry', meaning: 'The database could not be reached (connection refused, DNS, timeout).' },
   INTERNAL: { code: 70, retry: 'fail', meaning: 'A bug in Plan B: an unexpected error. Please report it with the log.' },
   STORAGE_DENIED: { code: 73, retry: 'fail', meaning: 'Storage refused the credentials or the permission (bucket missing, 401/403).' },
@@ -48,6 +49,19 @@ export function exitNameFor(error: unknown): ExitName {
         return 'INTERNAL';
       case 'failed':
       case 'empty':
+        return 'DUMP_FAILED';
+    }
+  }
+  if (error instanceof EncryptionError) {
+    switch (error.kind) {
+      case 'missing-tool':
+        return 'INTERNAL';
+      // Decrypting with an identity file that holds no key for the object, or cannot be read.
+      case 'wrong-identity':
+      case 'identity-file':
+        return 'CONFIG';
+      case 'corrupt':
+      case 'failed':
         return 'DUMP_FAILED';
     }
   }

@@ -1,5 +1,5 @@
-// The recipe of one backup, top to bottom: prepare the dump command → stream dump → compress → meter →
-// hold until the tool exited 0 → upload → report (→ callback). Never throws: every outcome is a report.
+// The recipe of one backup, top to bottom: prepare the dump command → stream dump → compress → encrypt →
+// meter → hold until the tool exited 0 → upload → report (→ callback). Never throws: every outcome is a report.
 import { randomBytes } from 'node:crypto';
 import { basename, extname } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -13,6 +13,7 @@ import { CallbackError, DeadlineError, DumpError, PlanBError, StorageError } fro
 import { EXIT_CODES, exitNameFor } from './exit-codes.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
+import { ENCRYPTED_EXTENSION, startEncryptor } from './pipeline/encrypt.ts';
 import { holdUntilExit } from './pipeline/hold-until-exit.ts';
 import { createMeter } from './pipeline/meter.ts';
 import type { ObjectReport, RunReport } from './report.ts';
@@ -20,6 +21,9 @@ import { STORAGE_DRIVERS } from './storage/registry.ts';
 import { formatBytes } from './units.ts';
 import { which } from './which.ts';
 
+const DAY_MS = 86_400_000;
+// An age file is no longer the compressed format its inner extension names.
+const AGE_CONTENT_TYPE = 'application/octet-stream';
 // A progress line at least this often on long dumps.
 const PROGRESS_INTERVAL_MS = 10_000;
 // After SIGTERM or the deadline, the failure callback gets this long: inside Cloud Run's 10 s grace
@@ -130,7 +134,12 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
   facts.tool = { name: tool.name, version: await toolVersion(tool.file, config.toolEnv) };
 
   const compression = config.backup.compression;
-  const key = `${config.backup.prefix}${config.db.type}-${slug(config.db)}-${context.runId}${engine.extension(config.db)}${EXTENSION[compression]}`;
+  const encryption = config.backup.encryption;
+  const key =
+    `${config.backup.prefix}${config.db.type}-${slug(config.db)}-${context.runId}${engine.extension(config.db)}${EXTENSION[compression]}` +
+    (encryption ? ENCRYPTED_EXTENSION : '');
+  const retention = config.storage.retention;
+  const retainUntil = retention && { date: new Date(context.now().getTime() + retention.days * DAY_MS), mode: retention.mode };
   const target = STORAGE_DRIVERS[config.storage.type].open(config.storage, config.storage.settings);
   const secretsDir = await createSecretsDir();
   try {
@@ -139,9 +148,20 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     facts.prepareMs = Math.round(performance.now() - prepareStart);
     signal.throwIfAborted();
 
+    // Started before the dump: an image without age fails here, before any byte is read.
+    const encryptor = encryption && startEncryptor(encryption.recipients, path);
     const compressor = startCompressor(compression, config.backup.compressionLevel, path);
     log.info(
-      { tool: facts.tool, args: command.args.map(context.scrub), compressor: compressor?.describe ?? 'none', storage: config.storage.type, bucket: config.storage.bucket, key },
+      {
+        tool: facts.tool,
+        args: command.args.map(context.scrub),
+        compressor: compressor?.describe ?? 'none',
+        ...(encryption && { encryption: { format: 'age', recipients: encryption.recipients } }),
+        ...(retainUntil && { retainUntil: { date: retainUntil.date.toISOString(), mode: retainUntil.mode } }),
+        storage: config.storage.type,
+        bucket: config.storage.bucket,
+        key,
+      },
       'backup started',
     );
     const streamStart = performance.now();
@@ -151,7 +171,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     const raw = createMeter({ hash: false });
     const rawBytes = () => compressor?.rawBytes() ?? raw.bytes();
     const stored = createMeter({ hash: true });
-    const finished = Promise.all([dump.exited, compressor?.exited]).then(() => {
+    const finished = Promise.all([dump.exited, compressor?.exited, encryptor?.exited]).then(() => {
       if (rawBytes() === 0) throw new DumpError(`${tool.name} exited 0 but wrote nothing`, { kind: 'empty' });
     });
     const progress = setInterval(() => {
@@ -170,10 +190,11 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
           key,
           body,
           signal,
-          contentType: CONTENT_TYPE[compression],
+          contentType: encryption ? AGE_CONTENT_TYPE : CONTENT_TYPE[compression],
           metadata: { 'planb-run-id': context.runId, 'planb-db-type': config.db.type, 'planb-dump-tool': facts.tool.version },
           lateMetadata: () => ({ 'planb-sha256': stored.sha256() }),
           sizeHint: config.backup.expectedSize,
+          retainUntil,
           log,
         }).catch((error: unknown) => {
           // A target rejects with a StorageError only for its own failure (see failure.ts).
@@ -182,7 +203,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
         }));
       };
       const source = dump.stdout ? [dump.stdout, raw.stream] : [];
-      const stages = [...source, ...(compressor?.stages ?? []), stored.stream, holdUntilExit(finished), upload];
+      const stages = [...source, ...(compressor?.stages ?? []), ...(encryptor ? [encryptor.stage] : []), stored.stream, holdUntilExit(finished), upload];
       // @types/node has no overload for a variable number of stages ending in a function.
       await pipeline(stages as unknown as NodeJS.ReadWriteStream[], { signal });
       facts.rawBytes = rawBytes();
@@ -194,11 +215,14 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
         bytes: stored.bytes(),
         sha256: stored.sha256(),
         compression,
+        ...(encryption && { encryption: { format: 'age' as const, recipients: encryption.recipients } }),
+        ...(retainUntil && { retention: { mode: retainUntil.mode, until: retainUntil.date.toISOString() } }),
       };
     } catch (error) {
       facts.rawBytes = rawBytes();
       dump.stop();
       compressor?.kill();
+      encryptor?.kill();
       // The first failure explains the rest: storage failing makes the dump die of a broken pipe,
       // a dump dying makes the upload abort.
       if (signal.aborted) throw signal.reason;
@@ -207,7 +231,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     } finally {
       clearInterval(progress);
       facts.streamMs = Math.round(performance.now() - streamStart);
-      await Promise.allSettled([dump.exited, compressor?.exited]);
+      await Promise.allSettled([dump.exited, compressor?.exited, encryptor?.exited]);
     }
   } finally {
     await removeSecretsDir(secretsDir, log);

@@ -376,6 +376,7 @@ async function undoCommit(blob: BlockBlobClient, uploading: Promise<{ etag?: str
 export const azure = {
   env,
   secrets: ['AZURE_STORAGE_CONNECTION_STRING', 'AZURE_STORAGE_KEY', 'AZURE_STORAGE_SAS_TOKEN'],
+  retention: true,
   open(common, raw) {
     const settings = raw as AzureSettings;
     const credentials = credentialsFrom(common, settings);

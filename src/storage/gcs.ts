@@ -78,6 +78,7 @@ export const gcs = {
     STORAGE_PART_SIZE: chunkSize({ default: undefined, desc: 'GCS chunk size (multiple of 256KiB); unset = one streaming request' }),
   },
   secrets: ['GCS_CREDENTIALS_JSON'],
+  retention: true,
   open(common, rawSettings) {
     const settings = rawSettings as GcsSettings;
     const endpoint = common.endpoint?.replace(/\/+$/, '');

@@ -375,6 +375,7 @@ export const s3 = {
   env,
   // The key id too: harmless to redact, and it lets both halves of a key pair come from mounted files.
   secrets: ['STORAGE_ACCESS_KEY_ID', 'STORAGE_SECRET_ACCESS_KEY', 'STORAGE_SESSION_TOKEN'],
+  retention: true,
   open(common, settings) {
     const options = s3Options(common, settings);
     return {

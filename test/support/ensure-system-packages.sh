@@ -12,7 +12,7 @@ readonly NEEDED=(
   initdb:postgresql postgres:postgresql pg_ctl:postgresql pg_dump:postgresql pg_restore:postgresql psql:postgresql
   mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client mariadb-dump:mariadb-client
   redis-server:redis-server redis-cli:redis-tools
-  sqlite3:sqlite3 zstd:zstd pigz:pigz
+  sqlite3:sqlite3 zstd:zstd pigz:pigz age:age age-keygen:age
   setpriv:util-linux
   "$@"
 )
