@@ -3,6 +3,7 @@
 // committed, and the commit happens only after the body ended cleanly. On a body error or an abort
 // the commit is never sent: no blob appears, and Azure discards the uncommitted blocks after a week.
 // The commit carries If-None-Match: * so an existing blob is never overwritten.
+// With STORAGE_RETAIN_DAYS the commit also carries the blob's immutability policy (version-level WORM).
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { makeValidator, str, type CleanedEnv } from 'envalid';

@@ -7,6 +7,7 @@
 // finalizes. So on a body error or abort we cut our own connections (the SDK would otherwise keep
 // the request open forever: its inner stream is destroyed without an error and never aborts it),
 // then cancel the session (DELETE on the session URI → 499) so nothing lingers.
+// With STORAGE_RETAIN_DAYS the session's object metadata carries the object's retention.
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { pipeline } from 'node:stream/promises';

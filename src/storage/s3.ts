@@ -2,7 +2,8 @@
 // that fits in one part is one PutObject, a longer one a multipart upload (putObject below). A body that
 // errors, or an abort before the object is committed, stops the part uploads in flight and aborts the
 // multipart upload, so nothing appears at the key; the caller sees the body's error or the abort reason,
-// and a failed cleanup only as a warning.
+// and a failed cleanup only as a warning. With STORAGE_RETAIN_DAYS the creating request carries the
+// Object Lock (mode and retain-until date) and every write a CRC32, which S3 demands of locked writes.
 //
 // Part sizing (planParts). S3 allows 10,000 parts of 5 MiB–5 GiB and objects up to 5 TiB; parts are
 // equal, chosen before the first byte. The upload's own memory is its part buffers, allocated once and
