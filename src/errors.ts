@@ -46,8 +46,9 @@ export class DumpError extends PlanBError {
 }
 
 // How encryption or decryption failed: the CLI is missing from the image, the identity file holds no
-// key for this object or cannot be read, the object is damaged or truncated, or age failed otherwise.
-export type EncryptionFailure = 'missing-tool' | 'wrong-identity' | 'identity-file' | 'corrupt' | 'failed';
+// key for this object or cannot be read, the object is damaged or truncated, age failed otherwise, or
+// it was stopped because something else failed (never a root cause).
+export type EncryptionFailure = 'missing-tool' | 'wrong-identity' | 'identity-file' | 'corrupt' | 'failed' | 'stopped';
 
 // The age stage failed (encrypting a backup, or decrypting one for a restore).
 export class EncryptionError extends PlanBError {

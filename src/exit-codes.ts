@@ -62,6 +62,7 @@ export function exitNameFor(error: unknown): ExitName {
         return 'CONFIG';
       case 'corrupt':
       case 'failed':
+      case 'stopped':
         return 'DUMP_FAILED';
     }
   }

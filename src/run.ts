@@ -9,7 +9,7 @@ import type { Config } from './config.ts';
 import { createSecretsDir, removeSecretsDir, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
 import type { DbConfig } from './engines/types.ts';
-import { CallbackError, DeadlineError, DumpError, PlanBError, StorageError } from './errors.ts';
+import { CallbackError, DeadlineError, DumpError, EncryptionError, PlanBError, StorageError } from './errors.ts';
 import { EXIT_CODES, exitNameFor } from './exit-codes.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
@@ -227,6 +227,10 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       // a dump dying makes the upload abort.
       if (signal.aborted) throw signal.reason;
       if (storageFailure) throw storageFailure;
+      // A failing encryptor makes the compressor and the dump die of a broken pipe, never the reverse
+      // (they end its input cleanly): its own failure, when it has one, is the root cause.
+      const encryptorFailure = encryptor && (await settledFailure(encryptor.exited));
+      if (encryptorFailure instanceof EncryptionError && encryptorFailure.kind !== 'stopped') throw encryptorFailure;
       throw (await settledFailure(finished)) ?? error;
     } finally {
       clearInterval(progress);
@@ -245,6 +249,7 @@ async function settledFailure(promise: Promise<unknown>): Promise<unknown> {
   const outcome = await Promise.race([promise.then(() => undefined, (error: unknown) => error), timer]);
   if (outcome === pending) return undefined;
   if (outcome instanceof DumpError && outcome.message.endsWith('was stopped')) return undefined;
+  if (outcome instanceof EncryptionError && outcome.kind === 'stopped') return undefined;
   return outcome;
 }
 

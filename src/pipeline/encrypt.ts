@@ -4,7 +4,7 @@
 // The job holds only public keys: nothing it has can decrypt what it wrote. Also the decryption stage a
 // restore uses, with an identity file it reads itself. Why the CLI and not a JavaScript implementation:
 // docs/encryption.md (measured figures in BENCHMARKS.md).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { Duplex } from 'node:stream';
 import { EncryptionError } from '../errors.ts';
 import { which } from '../which.ts';
@@ -30,7 +30,7 @@ export type AgeStage = {
   stage: Duplex;
   // What does the work, for the log: `age 1.1.1 to 2 recipients`.
   describe: string;
-  // Resolves when age exited 0; rejects with an EncryptionError otherwise.
+  // Resolves when age exited 0; rejects with an EncryptionError otherwise (kind 'stopped' after kill()).
   exited: Promise<void>;
   // Stops it at once (after a failure elsewhere).
   kill(): void;
@@ -114,11 +114,16 @@ function startAge(args: string[], path: string, direction: 'encrypt' | 'decrypt'
     stderr = (stderr + text).slice(-STDERR_TAIL_BYTES);
   });
   const stderrClosed = new Promise<void>((resolve) => child.stderr.once('close', resolve));
+  // Set when kill() stopped age because something else failed: its exit is then not a failure of its own.
+  let stopped = false;
   const exited = new Promise<void>((resolve, reject) => {
     child.once('error', (error) => reject(new EncryptionError(`${AGE_CLI} could not start: ${error.message}`, { kind: 'failed', stage: direction }, { cause: error })));
     // 'exit', not 'close': after a failure elsewhere the pipes may never close on their own.
     child.once('exit', (code, signal) => {
       if (code === 0) return resolve();
+      // Killed by kill(): not a failure of its own. An exit code means age ended by itself, even if
+      // kill() came too late to matter.
+      if (stopped && code === null) return reject(new EncryptionError(`${AGE_CLI} was stopped`, { kind: 'stopped', stage: direction }));
       void stderrClosed.then(() => reject(ageFailure(direction, code, signal, stderr)));
     });
   });
@@ -128,15 +133,17 @@ function startAge(args: string[], path: string, direction: 'encrypt' | 'decrypt'
     stage: Duplex.from({ writable: child.stdin, readable: child.stdout }),
     describe,
     exited,
-    kill: () => kill(child),
+    kill: () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        stopped = true;
+        child.kill('SIGKILL');
+      }
+      child.stdin.destroy();
+      child.stdout.destroy();
+    },
   };
 }
 
-function kill(child: ChildProcess): void {
-  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  child.stdin?.destroy();
-  child.stdout?.destroy();
-}
 
 // age's failure in words a person can act on; age's own line (`age: error: …`) follows.
 function ageFailure(direction: 'encrypt' | 'decrypt', code: number | null, signal: NodeJS.Signals | null, stderr: string): EncryptionError {

@@ -181,6 +181,26 @@ describe('encrypted backups restore with the stock tools after age -d', () => {
     assert.deepEqual(await readdir(bucket).catch(() => []), []);
   });
 
+  test('an age that dies mid-stream fails the run in the encrypt stage and stores nothing', async (t) => {
+    if (!requireBinaries(t, ['sqlite3', 'zstd'])) return;
+    const bin = await mkdtemp(join(work, 'dying-age-'));
+    // Reads a little, writes a little, then fails the way a killed or broken encryptor would.
+    await writeFile(join(bin, 'age'), '#!/bin/sh\nhead -c 1000 > /dev/null\nprintf partial\necho "age: error: simulated failure" >&2\nexit 3\n', { mode: 0o755 });
+    const source = join(work, 'big.db');
+    execFileSync('sqlite3', [source], { input: 'CREATE TABLE t (b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) INSERT INTO t SELECT randomblob(1000) FROM n;' });
+    const bucket = join(work, 'dying-age');
+    const result = await runJob({
+      PATH: `${bin}:${process.env.PATH ?? ''}`,
+      DB_TYPE: 'sqlite', DB_NAME: source, STORAGE_TYPE: 'local', STORAGE_BUCKET: bucket,
+      BACKUP_ENCRYPTION_RECIPIENTS: keys[0]?.recipient ?? 'age12v4gxrjtaee9u3zfyer59d6zulr8xejzv9k5aeffa046hqga5cnqzwnxpn',
+    });
+    assert.equal(result.code, EXIT_CODES.DUMP_FAILED.code, result.stdout);
+    const failed = result.lines.at(-1) as unknown as { stage: string; message: string };
+    assert.equal(failed.stage, 'encrypt');
+    assert.match(failed.message, /age failed to encrypt \(exit code 3\): age: error: simulated failure/);
+    assert.deepEqual(await readdir(bucket, { recursive: true }).catch(() => []), []);
+  });
+
   test('an image without age fails before the dump starts and stores nothing', async (t) => {
     if (!requireBinaries(t, ['age-keygen', 'sqlite3', 'zstd'])) return;
     const bin = await mkdtemp(join(work, 'bin-'));
