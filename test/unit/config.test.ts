@@ -218,7 +218,7 @@ describe('encryption and retention settings', () => {
   });
 
   test('STORAGE_RETAIN_DAYS locks objects on s3, gcs and azure, governance by default; a local folder cannot', () => {
-    const s3 = { ...minimal, STORAGE_TYPE: 's3', STORAGE_BUCKET: 'b' };
+    const s3 = { ...minimal, STORAGE_TYPE: 's3', STORAGE_BUCKET: 'b', STORAGE_REGION: 'eu-west-1' };
     assert.deepEqual(loadConfig({ ...s3, STORAGE_RETAIN_DAYS: '14' }).storage.retention, { days: 14, mode: 'governance' });
     assert.deepEqual(loadConfig({ ...s3, STORAGE_RETAIN_DAYS: '30', STORAGE_RETAIN_MODE: 'COMPLIANCE' }).storage.retention, { days: 30, mode: 'compliance' });
     assert.equal(loadConfig(s3).storage.retention, undefined);
