@@ -5,6 +5,7 @@ import { bool, cleanEnv, EnvMissingError, num, str } from 'envalid';
 import { ConfigError } from './errors.ts';
 import { redactValue } from './redact.ts';
 import { count, duration, durationUpTo, headerMap, httpUrl, list, nameList, size } from './config-specs.ts';
+import { parseRecipients } from './pipeline/encrypt.ts';
 import { ENGINES } from './engines/registry.ts';
 import { DB_TYPES, TLS_MODES, type Compression, type DbConfig, type DbType, type DumpEngine } from './engines/types.ts';
 import { STORAGE_DRIVERS, STORAGE_TYPES, type StorageType } from './storage/registry.ts';
@@ -13,6 +14,13 @@ import type { CommonStorageSettings } from './storage/types.ts';
 // Secrets of the base contract; each storage target adds its own. Only these may come from X_FILE:
 // a generic *_FILE reader would let anyone who sets variables read any file.
 const BASE_SECRETS = ['DB_PASSWORD', 'CALLBACK_SECRET'] as const;
+// Variables that are not secret but may also come from X_FILE (a list of keys is easier to mount than
+// to quote); never scrubbed from logs, since the log names them on purpose.
+const PUBLIC_FILE_VARIABLES = ['BACKUP_ENCRYPTION_RECIPIENTS'] as const;
+// S3 Object Lock's modes; GCS and Azure call the same two `Unlocked` and `Locked`.
+export const RETAIN_MODES = ['governance', 'compliance'] as const;
+// A century: longer is a typo, and a locked object cannot be deleted before its date.
+const MAX_RETAIN_DAYS = 36_500;
 
 // No byte stored for this long means the store stopped answering: fail (and release the database)
 // instead of holding the dump's transaction open until BACKUP_TIMEOUT or the platform's own timeout.
@@ -29,6 +37,8 @@ export type BackupConfig = {
   // Longest time with bytes waiting and none accepted by the store (BACKUP_STALL_TIMEOUT).
   stallTimeoutMs: number;
   expectedSize: number | undefined;
+  // age public keys the stream is encrypted to; undefined: not encrypted.
+  encryption: { recipients: readonly string[] } | undefined;
 };
 
 // What this run does: back up (and maybe verify), restore an object, or verify an object.
@@ -149,6 +159,9 @@ export function loadConfig(source: Env): Config {
       BACKUP_TIMEOUT: duration({ default: undefined }),
       BACKUP_STALL_TIMEOUT: stallTimeout({ default: DEFAULT_STALL_TIMEOUT_MS }),
       BACKUP_EXPECTED_SIZE: size({ default: undefined }),
+      BACKUP_ENCRYPTION_RECIPIENTS: str({ default: undefined }),
+      STORAGE_RETAIN_DAYS: count({ default: undefined }),
+      STORAGE_RETAIN_MODE: str({ choices: [...RETAIN_MODES, ...RETAIN_MODES.map((mode) => mode.toUpperCase())], default: undefined }),
       CALLBACK_URL: httpUrl({ default: undefined }),
       CALLBACK_SECRET: str({ default: undefined }),
       CALLBACK_TIMEOUT: duration({ default: 15_000 }),
@@ -224,6 +237,8 @@ export function loadConfig(source: Env): Config {
   // envalid takes an empty value as given; an empty bucket would be the current folder for local.
   if (base.STORAGE_BUCKET === '') problems.push('STORAGE_BUCKET is required (it is empty)');
   const prefix = normalizePrefix(base.BACKUP_PATH, problems);
+  const encryption = encryptionOf(base.BACKUP_ENCRYPTION_RECIPIENTS, env.BACKUP_ENCRYPTION_RECIPIENTS_FILE, problems);
+  const retention = retentionOf(base.STORAGE_RETAIN_DAYS, base.STORAGE_RETAIN_MODE, driver, storageType, problems);
   if (driver && driverSettingsValid && base.STORAGE_BUCKET) {
     // A target checks the combinations of its settings when it opens (without any request): now,
     // so that they fail with everything else, before the dump.
@@ -248,6 +263,7 @@ export function loadConfig(source: Env): Config {
       bucket: base.STORAGE_BUCKET,
       endpoint: base.STORAGE_ENDPOINT,
       region: base.STORAGE_REGION,
+      retention,
       settings: { ...settings },
     },
     backup: {
@@ -257,6 +273,7 @@ export function loadConfig(source: Env): Config {
       timeoutMs: base.BACKUP_TIMEOUT,
       stallTimeoutMs: base.BACKUP_STALL_TIMEOUT,
       expectedSize: base.BACKUP_EXPECTED_SIZE,
+      encryption,
     },
     callback:
       base.CALLBACK_URL === undefined
@@ -397,10 +414,15 @@ export function secretVariables(): string[] {
 // wrong path, and reading it whole would grow the job without bound (think /dev/zero).
 const MAX_SECRET_FILE_BYTES = 64 * 1024;
 
+// Every variable that may be given as X_FILE: the secrets, and the public ones listed above.
+export function fileVariables(): string[] {
+  return [...secretVariables(), ...PUBLIC_FILE_VARIABLES];
+}
+
 // Copies the environment, replacing each allowed X_FILE with the file's content as X.
 function resolveSecretFiles(source: Env, problems: string[]): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...source };
-  for (const name of secretVariables()) {
+  for (const name of fileVariables()) {
     const path = source[`${name}_FILE`];
     if (path === undefined || path === '') continue;
     if (source[name] !== undefined && source[name] !== '') {
@@ -500,6 +522,34 @@ function normalizePrefix(path: string, problems: string[]): string {
     return '';
   }
   return trimmed.endsWith('/') ? trimmed : `${trimmed}/`;
+}
+
+// BACKUP_ENCRYPTION_RECIPIENTS as a list of age public keys; a value that is set but names none is an
+// error (an empty file must not silently turn encryption off).
+function encryptionOf(text: string | undefined, file: string | undefined, problems: string[]): BackupConfig['encryption'] {
+  if (text === undefined) return undefined;
+  const name = file === undefined || file === '' ? 'BACKUP_ENCRYPTION_RECIPIENTS' : 'BACKUP_ENCRYPTION_RECIPIENTS_FILE';
+  const parsed = parseRecipients(text);
+  problems.push(...parsed.problems.map((problem) => `${name}: ${problem}`));
+  if (parsed.recipients.length === 0) problems.push(`${name} is set but names no age public key (age1…)`);
+  return { recipients: parsed.recipients };
+}
+
+// STORAGE_RETAIN_DAYS (+ STORAGE_RETAIN_MODE) as the store's own write-once lock on every object.
+function retentionOf(
+  days: number | undefined,
+  mode: string | undefined,
+  driver: (typeof STORAGE_DRIVERS)[StorageType] | undefined,
+  storageType: StorageType | undefined,
+  problems: string[],
+): StorageConfig['retention'] {
+  if (days === undefined) {
+    if (mode !== undefined) problems.push('STORAGE_RETAIN_MODE needs STORAGE_RETAIN_DAYS');
+    return undefined;
+  }
+  if (days < 1 || days > MAX_RETAIN_DAYS) problems.push(`STORAGE_RETAIN_DAYS: ${days} is outside 1-${MAX_RETAIN_DAYS}`);
+  if (driver && !driver.retention) problems.push(`STORAGE_RETAIN_DAYS: STORAGE_TYPE=${storageType} has no write-once retention (s3, gcs and azure have)`);
+  return { days, mode: (mode?.toLowerCase() ?? 'governance') as (typeof RETAIN_MODES)[number] };
 }
 
 function validLevel(compression: Compression, level: number): boolean {

@@ -2,7 +2,7 @@
 // mapping and the failure callback read; messages never contain secrets (callers scrub first).
 
 // Where in the run a failure happened; also the `error.stage` of the failure callback.
-export type Stage = 'config' | 'dump' | 'compress' | 'storage' | 'restore' | 'verify' | 'callback' | 'deadline' | 'signal' | 'internal';
+export type Stage = 'config' | 'dump' | 'compress' | 'encrypt' | 'decrypt' | 'storage' | 'restore' | 'verify' | 'callback' | 'deadline' | 'signal' | 'internal';
 
 // Base of every error this program raises on purpose.
 export class PlanBError extends Error {
@@ -48,6 +48,22 @@ export class DumpError extends PlanBError {
     this.exitCode = facts.exitCode;
     this.signal = facts.signal;
     this.stderrTail = facts.stderrTail ?? '';
+  }
+}
+
+// How encryption or decryption failed: the CLI is missing from the image, the identity file holds no
+// key for this object or cannot be read, the object is damaged or truncated, age failed otherwise, or
+// it was stopped because something else failed (never a root cause).
+export type EncryptionFailure = 'missing-tool' | 'wrong-identity' | 'identity-file' | 'corrupt' | 'failed' | 'stopped';
+
+// The age stage failed (encrypting a backup, or decrypting one for a restore).
+export class EncryptionError extends PlanBError {
+  readonly kind: EncryptionFailure;
+  readonly exitCode: number | undefined;
+  constructor(message: string, facts: { kind: EncryptionFailure; stage: 'encrypt' | 'decrypt'; exitCode?: number | undefined }, options?: ErrorOptions) {
+    super(facts.stage, message, options);
+    this.kind = facts.kind;
+    this.exitCode = facts.exitCode;
   }
 }
 

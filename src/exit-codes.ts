@@ -5,6 +5,7 @@ import {
   ConfigError,
   DeadlineError,
   DumpError,
+  EncryptionError,
   InterruptedError,
   PlanBError,
   StorageError,
@@ -19,7 +20,7 @@ export type Retry = 'retry' | 'fail';
 // shell's 128+N for signals; anything not listed (Node's own 1–14, 137 = SIGKILL/OOM) is a failure.
 export const EXIT_CODES = {
   OK: { code: 0, retry: 'fail', meaning: 'Backup stored and, if configured, the callback delivered.' },
-  DUMP_FAILED: { code: 65, retry: 'retry', meaning: 'The dump or restore tool or the (de)compressor failed: non-zero exit, killed, no output, or a dump without its marks of completeness.' },
+  DUMP_FAILED: { code: 65, retry: 'retry', meaning: 'The dump or restore tool, the (de)compressor or the encryption failed: non-zero exit, killed, no output, or a dump without its marks of completeness.' },
   DB_INVALID: { code: 66, retry: 'fail', meaning: 'The dump tool refused the request itself: no such database, or an option in DB_EXTRA_ARGS it does not accept.' },
   DB_UNREACHABLE: { code: 69, retry: 'retry', meaning: 'The database could not be reached (connection refused, DNS, timeout).' },
   INTERNAL: { code: 70, retry: 'fail', meaning: 'A bug in Plan B: an unexpected error. Please report it with the log.' },
@@ -56,6 +57,20 @@ export function exitNameFor(error: unknown): ExitName {
       case 'failed':
       case 'empty':
       case 'incomplete':
+        return 'DUMP_FAILED';
+    }
+  }
+  if (error instanceof EncryptionError) {
+    switch (error.kind) {
+      case 'missing-tool':
+        return 'INTERNAL';
+      // Decrypting with an identity file that holds no key for the object, or cannot be read.
+      case 'wrong-identity':
+      case 'identity-file':
+        return 'CONFIG';
+      case 'corrupt':
+      case 'failed':
+      case 'stopped':
         return 'DUMP_FAILED';
     }
   }

@@ -14,6 +14,10 @@ export type ObjectReport = {
   bytes: number;
   sha256: string;
   compression: Compression;
+  // Present when the object is age-encrypted: the public keys whose secret halves can open it.
+  encryption?: { format: 'age'; recipients: readonly string[] };
+  // Present with STORAGE_RETAIN_DAYS: the store keeps the object unchangeable until `until` (ISO).
+  retention?: { mode: 'governance' | 'compliance'; until: string };
 };
 
 // Why a run failed; `message` is already scrubbed of secrets.

@@ -1,5 +1,5 @@
-// The recipe of one backup, top to bottom: prepare the dump command → stream dump → compress → meter →
-// hold until the tool exited 0 → upload → report (→ callback). Never throws: every outcome is a report.
+// The recipe of one backup, top to bottom: prepare the dump command → stream dump → compress → encrypt →
+// meter → hold until the tool exited 0 → upload → report (→ callback). Never throws: every outcome is a report.
 import { randomBytes } from 'node:crypto';
 import { basename, extname } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -9,10 +9,11 @@ import type { Config } from './config.ts';
 import { createSecretsDir, removeSecretsDir, runPreflight, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
 import type { DbConfig } from './engines/types.ts';
-import { CallbackError, ConfigError, DeadlineError, DumpError, PlanBError, StorageError } from './errors.ts';
+import { CallbackError, ConfigError, DeadlineError, DumpError, EncryptionError, PlanBError, StorageError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
 import { watchRaw, watchZstd } from './pipeline/completeness.ts';
+import { ENCRYPTED_EXTENSION, startEncryptor } from './pipeline/encrypt.ts';
 import { holdUntilExit } from './pipeline/hold-until-exit.ts';
 import { createMeter } from './pipeline/meter.ts';
 import { watchStall } from './pipeline/stall.ts';
@@ -26,6 +27,9 @@ import { formatBytes, formatDuration } from './units.ts';
 import { plannedSize } from './probe.ts';
 import { which } from './which.ts';
 
+const DAY_MS = 86_400_000;
+// An age file is no longer the compressed format its inner extension names.
+const AGE_CONTENT_TYPE = 'application/octet-stream';
 // A progress line at least this often on long dumps.
 const PROGRESS_INTERVAL_MS = 10_000;
 // After SIGTERM or the deadline, the failure callback gets this long: inside Cloud Run's 10 s grace
@@ -136,7 +140,12 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
   facts.tool = { name: tool.name, version: await toolVersion(tool.file, config.toolEnv) };
 
   const compression = config.backup.compression;
-  const key = `${config.backup.prefix}${config.db.type}-${slug(config.db)}-${context.runId}${engine.extension(config.db)}${EXTENSION[compression]}`;
+  const encryption = config.backup.encryption;
+  const key =
+    `${config.backup.prefix}${config.db.type}-${slug(config.db)}-${context.runId}${engine.extension(config.db)}${EXTENSION[compression]}` +
+    (encryption ? ENCRYPTED_EXTENSION : '');
+  const retention = config.storage.retention;
+  const retainUntil = retention && { date: new Date(context.now().getTime() + retention.days * DAY_MS), mode: retention.mode };
   const target = STORAGE_DRIVERS[config.storage.type].open(config.storage, config.storage.settings);
   const secretsDir = await createSecretsDir(log);
   // Row counts taken for the dump (BACKUP_FACTS, BACKUP_VERIFY): PostgreSQL's holds the dump's snapshot open.
@@ -152,13 +161,24 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     facts.prepareMs = Math.round(performance.now() - prepareStart);
     signal.throwIfAborted();
 
+    // Started before the dump: an image without age fails here, before any byte is read.
+    const encryptor = encryption && startEncryptor(encryption.recipients, path);
     const compressor = startCompressor(compression, config.backup.compressionLevel, path);
     // The tool's own marks of a complete dump, on the raw stream: watched where it passes through
     // JavaScript, or decoded back from zstd's output where the zstd CLI reads the dump itself.
     const check = engine.completeness(config.db);
     const watch = compressor?.input ? watchZstd(check, tool.name) : watchRaw(check, tool.name);
     log.info(
-      { tool: facts.tool, args: command.args.map(context.scrub), compressor: compressor?.describe ?? 'none', storage: config.storage.type, bucket: config.storage.bucket, key },
+      {
+        tool: facts.tool,
+        args: command.args.map(context.scrub),
+        compressor: compressor?.describe ?? 'none',
+        ...(encryption && { encryption: { format: 'age', recipients: encryption.recipients } }),
+        ...(retainUntil && { retainUntil: { date: retainUntil.date.toISOString(), mode: retainUntil.mode } }),
+        storage: config.storage.type,
+        bucket: config.storage.bucket,
+        key,
+      },
       'backup started',
     );
     const streamStart = performance.now();
@@ -169,7 +189,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     const rawBytes = () => compressor?.rawBytes() ?? raw.bytes();
     const stored = createMeter({ hash: true });
     // What the hold stage waits for before it lets the end of the stream reach storage.
-    const finished = Promise.all([dump.exited, compressor?.exited]).then(async () => {
+    const finished = Promise.all([dump.exited, compressor?.exited, encryptor?.exited]).then(async () => {
       if (rawBytes() === 0) throw new DumpError(`${tool.name} exited 0 but wrote nothing`, { kind: 'empty' });
       await watch.verdict;
     });
@@ -190,10 +210,11 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
           key,
           body,
           signal,
-          contentType: CONTENT_TYPE[compression],
+          contentType: encryption ? AGE_CONTENT_TYPE : CONTENT_TYPE[compression],
           metadata: { 'planb-run-id': context.runId, 'planb-db-type': config.db.type, 'planb-dump-tool': facts.tool.version },
           lateMetadata: () => ({ 'planb-sha256': stored.sha256() }),
           sizeHint,
+          retainUntil,
           log,
         }).catch((error: unknown) => {
           // A target rejects with a StorageError only for its own failure (see failure.ts).
@@ -204,7 +225,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       const source = dump.stdout ? [dump.stdout, raw.stream, watch.stream] : [];
       const compressed = compressor?.input ? [...compressor.stages, watch.stream] : (compressor?.stages ?? []);
       const hold = holdUntilExit(finished);
-      const stages = [...source, ...compressed, stored.stream, hold, upload];
+      const stages = [...source, ...compressed, ...(encryptor ? [encryptor.stage] : []), stored.stream, hold, upload];
       const stallTimeout = config.backup.stallTimeoutMs;
       const stall = watchStall(hold, () => stored.bytes() - stored.stream.readableLength, stallTimeout, () =>
         context.stall.abort(new StorageError(`no byte was stored for ${formatDuration(stallTimeout)} (BACKUP_STALL_TIMEOUT): the ${config.storage.type} store stopped answering`, 'unavailable')),
@@ -221,20 +242,27 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
         bytes: stored.bytes(),
         sha256: stored.sha256(),
         compression,
+        ...(encryption && { encryption: { format: 'age' as const, recipients: encryption.recipients } }),
+        ...(retainUntil && { retention: { mode: retainUntil.mode, until: retainUntil.date.toISOString() } }),
       };
     } catch (error) {
       facts.rawBytes = rawBytes();
       dump.stop();
       compressor?.kill();
+      encryptor?.kill();
       // The first failure explains the rest: storage failing makes the dump die of a broken pipe,
       // a dump dying makes the upload abort.
       if (signal.aborted) throw signal.reason;
       if (storageFailure) throw storageFailure;
+      // A failing encryptor makes the compressor and the dump die of a broken pipe, never the reverse
+      // (they end its input cleanly): its own failure, when it has one, is the root cause.
+      const encryptorFailure = encryptor && (await settledFailure(encryptor.exited));
+      if (encryptorFailure instanceof EncryptionError && encryptorFailure.kind !== 'stopped') throw encryptorFailure;
       throw (await settledFailure(finished)) ?? error;
     } finally {
       clearInterval(progress);
       facts.streamMs = Math.round(performance.now() - streamStart);
-      await Promise.allSettled([dump.exited, compressor?.exited]);
+      await Promise.allSettled([dump.exited, compressor?.exited, encryptor?.exited]);
     }
   } finally {
     await capture?.close();
@@ -273,6 +301,7 @@ async function settledFailure(promise: Promise<unknown>): Promise<unknown> {
   const outcome = await Promise.race([promise.then(() => undefined, (error: unknown) => error), timer]);
   if (outcome === pending) return undefined;
   if (outcome instanceof DumpError && outcome.message.endsWith('was stopped')) return undefined;
+  if (outcome instanceof EncryptionError && outcome.kind === 'stopped') return undefined;
   return outcome;
 }
 

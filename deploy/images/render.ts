@@ -33,6 +33,18 @@ const RUNTIME_PACKAGES: Record<PackageManager, readonly string[]> = {
   apk: ['zstd', 'libstdc++', 'libgcc'],
 };
 
+// Where the age CLI comes from, per C library: a distribution's own build, copied into the image.
+// Debian 12's age 1.1.1 needs glibc symbols up to this version (objdump -T); every glibc base must have it.
+export const AGE_GLIBC = '2.34';
+const AGE_SOURCE: Record<Libc, { image: string; install: string; note: string }> = {
+  glibc: {
+    image: 'debian:bookworm-slim',
+    install: 'export DEBIAN_FRONTEND=noninteractive; apt-get update && apt-get install -y --no-install-recommends age',
+    note: `Debian 12's age 1.1.1 needs glibc ${AGE_GLIBC} or newer`,
+  },
+  musl: { image: 'alpine:3.22', install: 'apk add --no-cache age', note: "Alpine's age, built for musl" },
+};
+
 // One (DB_TYPE, version) image, as deploy/images/matrix.json lists it.
 export type ImageSpec = {
   dbType: DbType;
@@ -177,6 +189,9 @@ export function templateValues(spec: ImageSpec, versions: Versions, user: number
     BASE_IMAGE: spec.base,
     BASE_IMAGE_REF: fullImageRef(spec.base),
     NODE_IMAGE: nodeImage(versions.node, spec.libc),
+    AGE_IMAGE: AGE_SOURCE[spec.libc].image,
+    AGE_INSTALL: AGE_SOURCE[spec.libc].install,
+    AGE_NOTE: AGE_SOURCE[spec.libc].note,
     NODE_LIBC: spec.libc,
     NODE_VERSION: versions.node,
     INSTALL_PACKAGES: installCommand(spec.packageManager, [...RUNTIME_PACKAGES[spec.packageManager], ...(spec.packages ?? [])]),

@@ -109,6 +109,10 @@ export type CallbackObject = {
   bytes: number;
   sha256: string;
   compression: 'zstd' | 'gzip' | 'none';
+  // Present when the object is age-encrypted: the public keys (age1…) whose secret halves can open it.
+  encryption?: { format: 'age'; recipients: string[] };
+  // Present when the object is write-once: the store refuses to change or delete it until `until` (ISO).
+  retention?: { mode: 'governance' | 'compliance'; until: string };
 };
 
 // Why a run failed. `code` is the exit name; `message` is scrubbed of secrets and at most 4 KiB.

@@ -65,6 +65,8 @@ export function buildPayload(report: RunReport, options: PayloadOptions = {}): C
     bytes: object.bytes,
     sha256: object.sha256,
     compression: object.compression,
+    ...(object.encryption && { encryption: { format: object.encryption.format, recipients: object.encryption.recipients.map((r) => clip(r, MAX_FIELD_BYTES)) } }),
+    ...(object.retention && { retention: { ...object.retention } }),
   };
   if (report.status === 'succeeded' && stored) {
     return { type: `${operation}.succeeded`, timestamp: facts.finishedAt, data: { runId, status: 'succeeded', ...rest, object: stored } };

@@ -6,13 +6,17 @@
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { makeValidator, str, type CleanedEnv } from 'envalid';
-import type { BlockBlobClient, ContainerClient, StoragePipelineOptions } from '@azure/storage-blob';
+import type { BlockBlobClient, BlockBlobCommitBlockListOptions, BlockBlobUploadStreamOptions, ContainerClient, StoragePipelineOptions } from '@azure/storage-blob';
 import { ConfigError, StorageError, type StorageFailure } from '../errors.ts';
 import { formatBytes, parseSize } from '../units.ts';
 import { rootCause, upstreamCause } from './failure.ts';
 import type { CommonStorageSettings, ListedObject, StorageDriver, UploadRequest } from './types.ts';
 
 const MiB = 1024 * 1024;
+// STORAGE_RETAIN_MODE → Azure's immutability policy mode.
+const POLICY_MODE = { governance: 'Unlocked', compliance: 'Locked' } as const;
+// What Azure's refusal of an immutability policy says (codes and messages vary by account setup).
+const IMMUTABILITY_REFUSAL = /immutab|worm|versioning/i;
 
 // Azure's limits for a block blob (Put Block / Put Block List, service version 2019-12-12 and later).
 export const MAX_BLOCKS = 50_000; // committed blocks per blob
@@ -246,7 +250,7 @@ function asError(reason: unknown): Error {
 }
 
 async function upload(container: ContainerClient, settings: AzureSettings, request: UploadRequest): Promise<{ url: string }> {
-  const { key, body, signal, contentType, sizeHint, log } = request;
+  const { key, body, signal, contentType, sizeHint, retainUntil, log } = request;
   if (signal.aborted) throw asError(signal.reason);
   const metadata = azureMetadata(request.metadata);
   const blob = container.getBlockBlobClient(key);
@@ -293,7 +297,9 @@ async function upload(container: ContainerClient, settings: AzureSettings, reque
   // before the commit starts means the commit is never sent; block uploads still in flight end on
   // their own and their blocks are never committed.
   const commitGuard = new AbortController();
-  const uploading = blob.uploadStream(feed, plan.blockSize, plan.concurrency, {
+  // uploadStream passes its options on to commitBlockList whole (@azure/storage-blob 12.32): the
+  // immutability policy, which only the commit accepts, rides along (the retention test checks the wire).
+  const options: BlockBlobUploadStreamOptions & Pick<BlockBlobCommitBlockListOptions, 'immutabilityPolicy'> = {
     abortSignal: commitGuard.signal,
     conditions: { ifNoneMatch: '*' },
     blobHTTPHeaders: { blobContentType: contentType },
@@ -302,7 +308,9 @@ async function upload(container: ContainerClient, settings: AzureSettings, reque
     onProgress: ({ loadedBytes }) => {
       bytesStaged = loadedBytes;
     },
-  });
+    ...(retainUntil !== undefined && { immutabilityPolicy: { expiriesOn: retainUntil.date, policyMode: POLICY_MODE[retainUntil.mode] } }),
+  };
+  const uploading = blob.uploadStream(feed, plan.blockSize, plan.concurrency, options);
   const feeding = pipeline(body, feed);
 
   // Whichever comes first decides, once: everything finished, something failed, or the signal aborted.
@@ -346,10 +354,26 @@ async function upload(container: ContainerClient, settings: AzureSettings, reque
     if (upstream === undefined && (code === 'BlobAlreadyExists' || code === 'ConditionNotMet')) {
       throw new StorageError(`refusing to overwrite existing blob ${key} in container ${container.containerName}`, 'other', { cause: error });
     }
+    if (upstream === undefined && retainUntil !== undefined && refusedImmutability(error)) {
+      throw new StorageError(
+        `${cause.message}; STORAGE_RETAIN_DAYS needs a container with version-level immutability (and blob versioning) enabled, and the ` +
+          'immutableStorage/runAsSuperUser data action (docs/retention.md), or unset STORAGE_RETAIN_DAYS',
+        'denied',
+        { cause: error },
+      );
+    }
     throw cause;
   } finally {
     signal.removeEventListener('abort', onAbort);
   }
+}
+
+// Whether Azure refused the commit's immutability policy: the container (or account) has no
+// version-level immutability, or the identity lacks the permission to set one. No retry changes either.
+function refusedImmutability(error: unknown): boolean {
+  const { statusCode, code, message } = (error ?? {}) as { statusCode?: unknown; code?: unknown; message?: unknown };
+  if (statusCode === 403) return true;
+  return (statusCode === 400 || statusCode === 409) && IMMUTABILITY_REFUSAL.test(`${String(code)} ${String(message)}`);
 }
 
 // After an abort that caught the commit in flight: waits (briefly) for the commit's answer and, if it
@@ -377,6 +401,7 @@ export const azure = {
   env,
   secrets: ['AZURE_STORAGE_CONNECTION_STRING', 'AZURE_STORAGE_KEY', 'AZURE_STORAGE_SAS_TOKEN'],
   plansParts: true,
+  retention: true,
   open(common, raw) {
     const settings = raw as AzureSettings;
     const credentials = credentialsFrom(common, settings);

@@ -7,6 +7,7 @@
 // finalizes. So on a body error or abort we cut our own connections (the SDK would otherwise keep
 // the request open forever: its inner stream is destroyed without an error and never aborts it),
 // then cancel the session (DELETE on the session URI → 499) so nothing lingers.
+// With STORAGE_RETAIN_DAYS the session's object metadata carries the object's retention.
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { pipeline } from 'node:stream/promises';
@@ -35,6 +36,9 @@ const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ET
 const UNREPLAYABLE = /offset is lower than the number of bytes written/;
 // google-auth-library's messages when the credentials themselves are missing or refused.
 const CREDENTIAL_FAILURE = /could not load the default credentials|invalid_grant|unauthorized_client|invalid_client|could not refresh access token/i;
+
+// STORAGE_RETAIN_MODE → GCS's object retention mode (the JSON API's names for GOVERNANCE and COMPLIANCE).
+const RETENTION_MODE = { governance: 'Unlocked', compliance: 'Locked' } as const;
 
 // The storage classes an object can be written with; unset = the bucket's default class.
 export const GCS_STORAGE_CLASSES = ['STANDARD', 'NEARLINE', 'COLDLINE', 'ARCHIVE'] as const;
@@ -78,6 +82,7 @@ export const gcs = {
     STORAGE_PART_SIZE: chunkSize({ default: undefined, desc: 'GCS chunk size (multiple of 256KiB); unset = one streaming request' }),
   },
   secrets: ['GCS_CREDENTIALS_JSON'],
+  retention: true,
   open(common, rawSettings) {
     const settings = rawSettings as GcsSettings;
     const endpoint = common.endpoint?.replace(/\/+$/, '');
@@ -130,7 +135,7 @@ export const gcs = {
       },
 
 
-      async upload({ key, body, signal, contentType, metadata, log }) {
+      async upload({ key, body, signal, contentType, metadata, retainUntil, log }) {
         const where = `gs://${bucket}/${key}`;
         // Our own sockets, so that a failed upload can cut the request the SDK leaves open.
         const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
@@ -157,6 +162,8 @@ export const gcs = {
             contentType,
             ...(settings.STORAGE_CLASS !== undefined && { storageClass: settings.STORAGE_CLASS }),
             metadata: { ...metadata },
+            // Object Retention Lock, set by the request that creates the object.
+            ...(retainUntil !== undefined && { retention: { mode: RETENTION_MODE[retainUntil.mode], retainUntilTime: retainUntil.date.toISOString() } }),
           },
           // Never overwrite: the session is refused (412) if an object already exists at the key.
           preconditionOpts: { ifGenerationMatch: 0 },
@@ -172,7 +179,7 @@ export const gcs = {
         };
         const onUploadError = (error?: unknown) => {
           if (bodyFailedFirst || uploadFailure !== undefined) return;
-          uploadFailure = describeFailure(error ?? new Error('the upload stream closed before it finished'), phase, bucket, where);
+          uploadFailure = describeFailure(error ?? new Error('the upload stream closed before it finished'), phase, bucket, where, retainUntil !== undefined);
           // Destroy the body with the classified error before pipeline() does so with the SDK's raw
           // one: the stages upstream of the body (the run's pipeline) then report this error too.
           body.destroy(uploadFailure);
@@ -203,7 +210,7 @@ export const gcs = {
         } catch (error) {
           stop();
           if (session !== undefined) await cancelSession(session, where, log);
-          const failure = uploadFailure ?? describeFailure(error, phase, bucket, where);
+          const failure = uploadFailure ?? describeFailure(error, phase, bucket, where, retainUntil !== undefined);
           throw bodyFailedFirst || signal.aborted ? rootCause(failure, body, signal, `gcs upload to ${where} failed`, 'other') : failure;
         } finally {
           body.off('error', onBodyError);
@@ -230,7 +237,7 @@ async function cancelSession(session: string, where: string, log: Logger): Promi
 }
 
 // The SDK's failure as a StorageError that says what happened and how to treat it.
-function describeFailure(error: unknown, phase: Phase, bucket: string, where: string): StorageError {
+function describeFailure(error: unknown, phase: Phase, bucket: string, where: string, retained: boolean): StorageError {
   if (error instanceof StorageError) return error;
   if (error instanceof RangeError && UNREPLAYABLE.test(error.message)) {
     const detail = 'GCS lost part of the streaming request and a stream cannot be replayed (STORAGE_PART_SIZE makes uploads resumable)';
@@ -238,6 +245,17 @@ function describeFailure(error: unknown, phase: Phase, bucket: string, where: st
   }
   const status = statusOf(error);
   const detail = `${status === undefined ? '' : `HTTP ${status}: `}${serverMessage(error) ?? messageOf(error)}`;
+  // A bucket without Object Retention Lock refuses the retention field (400); no retry changes that.
+  if (retained && phase === 'session' && status === 400 && /retention/i.test(detail)) {
+    return new StorageError(
+      `gcs upload to ${where} failed: ${detail}; STORAGE_RETAIN_DAYS needs a bucket with object retention enabled (docs/retention.md), or unset STORAGE_RETAIN_DAYS`,
+      'denied',
+      { cause: error },
+    );
+  }
+  if (retained && status === 403) {
+    return new StorageError(`gcs upload to ${where} failed: ${detail}; writing retained objects also needs storage.objects.setRetention (docs/retention.md)`, 'denied', { cause: error });
+  }
   if (status === 412) return new StorageError(`refusing to overwrite: ${where} already exists`, 'other', { cause: error });
   if (status === 404 && phase === 'session') {
     return new StorageError(`gcs bucket ${bucket} does not exist or these credentials cannot see it (${detail})`, 'denied', { cause: error });

@@ -68,6 +68,8 @@ async function removeCreatedDirs(deepest: string, created: string | undefined): 
 export const local = {
   env: {},
   secrets: [],
+  // A folder has no write-once lock the job could set and nobody could lift.
+  retention: false,
   open(common) {
     const root = resolve(common.bucket);
     let kind: 'folder' | 'file' | 'missing';

@@ -2,7 +2,8 @@
 // that fits in one part is one PutObject, a longer one a multipart upload (putObject below). A body that
 // errors, or an abort before the object is committed, stops the part uploads in flight and aborts the
 // multipart upload, so nothing appears at the key; the caller sees the body's error or the abort reason,
-// and a failed cleanup only as a warning.
+// and a failed cleanup only as a warning. With STORAGE_RETAIN_DAYS the creating request carries the
+// Object Lock (mode and retain-until date) and every write a CRC32, which S3 demands of locked writes.
 //
 // Part sizing (planParts). S3 allows 10,000 parts of 5 MiB–5 GiB and objects up to 5 TiB; parts are
 // equal, chosen before the first byte. The upload's own memory is its part buffers, allocated once and
@@ -100,6 +101,8 @@ function align(bytes: number): number {
 }
 
 const SSE_MODES = ['AES256', 'aws:kms', 'aws:kms:dsse'] as const;
+// STORAGE_RETAIN_MODE → S3's Object Lock mode.
+const LOCK_MODE = { governance: 'GOVERNANCE', compliance: 'COMPLIANCE' } as const;
 
 // The variables of STORAGE_TYPE=s3 (besides STORAGE_BUCKET, STORAGE_ENDPOINT, STORAGE_REGION).
 const env = {
@@ -135,6 +138,8 @@ export type S3Options = {
   concurrency: number | undefined;
   // The checksum every part and the commit carry, which the store verifies; undefined: none.
   checksum: 'CRC32' | undefined;
+  // STORAGE_RETAIN_DAYS is set: every object is written under Object Lock.
+  locked: boolean;
 };
 
 // Checks the combinations envalid cannot; throws a ConfigError naming every problem.
@@ -160,6 +165,10 @@ export function s3Options(common: CommonStorageSettings, settings: Record<string
   if (common.region === undefined && common.endpoint === undefined && text('AWS_REGION') === undefined && text('AWS_PROFILE') === undefined) {
     problems.push('STORAGE_REGION is required for S3 on AWS (or AWS_REGION); an S3-compatible store needs STORAGE_ENDPOINT');
   }
+  const locked = common.retention !== undefined;
+  const checksumSetting = text('STORAGE_S3_CHECKSUM');
+  // S3 refuses a locked write (PutObject, and every part of a locked multipart upload) without one.
+  if (locked && checksumSetting === 'none') problems.push('STORAGE_S3_CHECKSUM=none cannot be used with STORAGE_RETAIN_DAYS: S3 requires a checksum on every Object Lock write');
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     bucket: common.bucket,
@@ -178,7 +187,9 @@ export function s3Options(common: CommonStorageSettings, settings: Record<string
     partSize,
     concurrency,
     // Many S3-compatible stores reject the newer checksum headers, so only AWS gets them by default.
-    checksum: (text('STORAGE_S3_CHECKSUM') ?? (common.endpoint === undefined ? 'crc32' : 'none')) === 'crc32' ? 'CRC32' : undefined,
+    // Object Lock needs one whatever the endpoint.
+    checksum: (checksumSetting ?? (common.endpoint === undefined || locked ? 'crc32' : 'none')) === 'crc32' ? 'CRC32' : undefined,
+    locked,
   };
 }
 
@@ -207,11 +218,25 @@ export function s3FailureKind(error: unknown): StorageFailure {
   return 'other';
 }
 
-function describeFailure(error: unknown, operation: string, ifNoneMatch: boolean): string {
+// S3's answer to a locked write into a bucket created without Object Lock (400 InvalidRequest).
+const NO_OBJECT_LOCK = /object lock/i;
+
+// Whether S3 refused a locked write because the bucket has no Object Lock: no retry will change that,
+// only the bucket's configuration, so it counts as 'denied' (exit 73) and names what to enable.
+export function missingObjectLock(error: unknown): boolean {
+  const failure = error as SdkError | undefined;
+  return (failure?.name === 'InvalidRequest' || failure?.code === 'InvalidRequest') && NO_OBJECT_LOCK.test(failure?.message ?? '');
+}
+
+function describeFailure(error: unknown, operation: string, ifNoneMatch: boolean, locked: boolean): string {
   const failure = error as SdkError;
   const status = failure.$metadata?.httpStatusCode;
   const code = failure.code ?? failure.name;
   const base = `${operation}: ${code}${status === undefined ? '' : ` (HTTP ${status})`}: ${failure.message}`;
+  if (locked && missingObjectLock(error)) {
+    return `${base}; STORAGE_RETAIN_DAYS needs a bucket with Object Lock enabled (docs/retention.md), or unset STORAGE_RETAIN_DAYS`;
+  }
+  if (locked && (status === 403 || code === 'AccessDenied')) return `${base}; writing locked objects also needs s3:PutObjectRetention (docs/retention.md)`;
   if (status === 412 || code === 'PreconditionFailed') return `${base}; an object already exists at this key and is never overwritten`;
   if (status === 501 && ifNoneMatch) return `${base}; if this store does not support conditional writes, set STORAGE_S3_IF_NONE_MATCH=false`;
   return base;
@@ -326,7 +351,7 @@ async function putObject(sdk: Sdk, client: S3Client, params: ObjectParams, body:
     for await (const part of cutParts(body, plan.partSize, plan.concurrency + EXTRA_PART_BUFFERS, stats)) {
       if (part.number === 1 && part.last) {
         try {
-          await client.send(new sdk.PutObjectCommand({ ...object, ...commit, Body: part.data }));
+          await client.send(new sdk.PutObjectCommand({ ...object, ...commit, Body: part.data, ...(checksum && { ChecksumAlgorithm: checksum }) }));
         } finally {
           part.release();
         }
@@ -383,13 +408,14 @@ export const s3 = {
   // The key id too: harmless to redact, and it lets both halves of a key pair come from mounted files.
   secrets: ['STORAGE_ACCESS_KEY_ID', 'STORAGE_SECRET_ACCESS_KEY', 'STORAGE_SESSION_TOKEN'],
   plansParts: true,
+  retention: true,
   open(common, settings) {
     const options = s3Options(common, settings);
     // One client for reads, created on first use; reads are cancelled through each call's own signal.
     let reader: Promise<{ sdk: Sdk; client: S3Client }> | undefined;
     const readClient = () => (reader ??= loadSdk().then((sdk) => ({ sdk, client: createClient(sdk, options, new AbortController().signal) })));
     const readFailure = (error: unknown, operation: string, where: string) =>
-      error instanceof Error && error.name === 'AbortError' ? error : new StorageError(`s3 ${operation} of ${where} failed: ${describeFailure(error, operation, false)}`, s3FailureKind(error), { cause: error });
+      error instanceof Error && error.name === 'AbortError' ? error : new StorageError(`s3 ${operation} of ${where} failed: ${describeFailure(error, operation, false, false)}`, s3FailureKind(error), { cause: error });
     return {
       async download(key, signal) {
         const where = `s3://${options.bucket}/${key}`;
@@ -421,7 +447,7 @@ export const s3 = {
         return found;
       },
 
-      async upload({ key, body, signal, contentType, metadata, sizeHint, log }) {
+      async upload({ key, body, signal, contentType, metadata, sizeHint, retainUntil, log }) {
         signal.throwIfAborted();
         const where = `s3://${options.bucket}/${key}`;
         const plan = planParts(sizeHint, options);
@@ -462,7 +488,11 @@ export const s3 = {
         const sdk = await loadSdk();
         const client = createClient(sdk, options, state.cancel.signal);
         const describe = (error: unknown, operation: string) =>
-          new StorageError(`s3 upload to ${where} failed: ${describeFailure(error, operation, options.ifNoneMatch)}`, s3FailureKind(error), { cause: error });
+          new StorageError(
+            `s3 upload to ${where} failed: ${describeFailure(error, operation, options.ifNoneMatch, retainUntil !== undefined)}`,
+            retainUntil !== undefined && missingObjectLock(error) ? 'denied' : s3FailureKind(error),
+            { cause: error },
+          );
         observe(client, state, describe, stop);
 
         const params: ObjectParams = {
@@ -474,6 +504,8 @@ export const s3 = {
             ...(options.sse !== undefined && { ServerSideEncryption: options.sse }),
             ...(options.kmsKeyId !== undefined && { SSEKMSKeyId: options.kmsKeyId }),
             ...(options.storageClass !== undefined && { StorageClass: options.storageClass as PutObjectCommandInput['StorageClass'] }),
+            // Object Lock on the creating request: the object is locked from the moment it exists.
+            ...(retainUntil !== undefined && { ObjectLockMode: LOCK_MODE[retainUntil.mode], ObjectLockRetainUntilDate: retainUntil.date }),
           },
           // On the commit: S3 answers 412 instead of replacing an object.
           ifNoneMatch: options.ifNoneMatch ? '*' : undefined,

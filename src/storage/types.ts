@@ -16,6 +16,10 @@ export type UploadRequest = {
   lateMetadata?: () => Readonly<Record<string, string>>;
   // Expected stored size in bytes when known, to size parts; undefined when unknown.
   sizeHint: number | undefined;
+  // With STORAGE_RETAIN_DAYS: the object is written locked until this date, in this mode. A store
+  // (bucket, container) not set up for it refuses, and the target rejects with a 'denied' StorageError
+  // that says what to enable.
+  retainUntil?: { date: Date; mode: Retention['mode'] } | undefined;
   log: Logger;
 };
 
@@ -45,20 +49,29 @@ export type StorageTarget = {
   list(prefix: string, signal: AbortSignal): Promise<ListedObject[]>;
 };
 
-// Settings every target shares, from STORAGE_BUCKET / STORAGE_ENDPOINT / STORAGE_REGION.
+// Write-once retention (STORAGE_RETAIN_DAYS, STORAGE_RETAIN_MODE): `governance` can be lifted by
+// whoever holds a special permission, `compliance` by nobody until the date (S3's names; GCS and Azure
+// call them Unlocked and Locked).
+export type Retention = { days: number; mode: 'governance' | 'compliance' };
+
+// Settings every target shares, from STORAGE_BUCKET / STORAGE_ENDPOINT / STORAGE_REGION /
+// STORAGE_RETAIN_DAYS.
 export type CommonStorageSettings = {
   bucket: string;
   endpoint: string | undefined;
   region: string | undefined;
+  retention?: Retention | undefined;
 };
 
 // A STORAGE_TYPE: the variables it reads (validated with everything else in config.ts), which of
-// them are secrets (and so may come from X_FILE), and how to open a target from them.
+// them are secrets (and so may come from X_FILE), whether it can write objects locked (retainUntil),
+// and how to open a target from them.
 export type StorageDriver<S extends EnvSpecs = EnvSpecs> = {
   env: S;
   secrets: readonly string[];
   // Cuts the upload into a limited number of parts sized from UploadRequest.sizeHint: without a hint
   // the run asks the database for its size first.
   plansParts?: boolean;
+  retention: boolean;
   open(common: CommonStorageSettings, settings: Record<string, unknown>): StorageTarget;
 };

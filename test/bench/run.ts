@@ -64,6 +64,9 @@ const { values: options } = parseArgs({
     json: { type: 'string' },
     // The job's bundle; default dist/main.js as `npm run bench` just built it.
     bundle: { type: 'string' },
+    // A machine that will not be quiet: no waiting and no repeats; every run counts, and the "others"
+    // column says how disturbed it was. Compare scenarios only within such a run.
+    busy: { type: 'boolean', default: false },
   },
 });
 
@@ -160,13 +163,13 @@ async function runRounds(scenarios: readonly Scenario[], env: Environment, label
       const stdoutFile = join(env.workDir, `stdout-${run}.log`);
       let measurement: Measurement | undefined;
       let facts: Awaited<ReturnType<Scenario['collect']>> = {};
-      for (let attempt = 0; attempt <= RETRIES; attempt++) {
-        await waitForQuiet(env.services, QUIET_CORES, QUIET_WAIT_MS);
+      for (let attempt = 0; attempt <= (options.busy ? 0 : RETRIES); attempt++) {
+        if (!options.busy) await waitForQuiet(env.services, QUIET_CORES, QUIET_WAIT_MS);
         const next = await measure({ ...scenario.command(run), stdoutFile, services: env.services });
         facts = await scenario.collect(run, stdoutFile);
         await execa('sync');
         if (!measurement || next.foreignCpuSeconds < measurement.foreignCpuSeconds) measurement = next;
-        if (next.foreignCpuSeconds <= DISTURBED_SHARE * cores * (next.wallMs / 1000)) break;
+        if (options.busy || next.foreignCpuSeconds <= DISTURBED_SHARE * cores * (next.wallMs / 1000)) break;
         log(`${label} ${scenario.id}: other workloads used ${next.foreignCpuSeconds.toFixed(1)} CPU s during the run; repeating it`);
       }
       if (!measurement) throw new Error('unreachable: no attempt was made');
@@ -315,7 +318,7 @@ async function benchMemory(env: Environment): Promise<MemoryRow[]> {
         const bytes = bytesOf(text);
         run += 1;
         const stdoutFile = join(env.workDir, `memory-${run}.log`);
-        await waitForQuiet(env.services, QUIET_CORES, QUIET_WAIT_MS);
+        if (!options.busy) await waitForQuiet(env.services, QUIET_CORES, QUIET_WAIT_MS);
         const measurement = await measure({
           argv: [env.jobNode, env.jobBundle],
           env: {

@@ -13,7 +13,7 @@ readonly NEEDED=(
   mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client mariadb-dump:mariadb-client
   my_print_defaults:mariadb-client-core mkfifo:coreutils
   redis-server:redis-server redis-cli:redis-tools
-  sqlite3:sqlite3 zstd:zstd pigz:pigz
+  sqlite3:sqlite3 zstd:zstd pigz:pigz age:age age-keygen:age
   setpriv:util-linux
   "$@"
 )

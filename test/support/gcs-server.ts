@@ -18,6 +18,10 @@
 //   streaming into the session is answered 499 and its connection closed;
 // - an object becomes visible only when the final byte arrives in a request that completed; a request
 //   cut off mid-body never finalizes: what it delivered is persisted in 256 KiB units, like GCS.
+// - object retention: a `retention: {mode, retainUntilTime}` in the initiate metadata is refused with 400
+//   unless the bucket was started with object retention enabled (`retentionBuckets`), and with 400 when
+//   the mode is not Unlocked or Locked or the time is not a future RFC 3339 time within 100 years; a
+//   stored object keeps it and shows it in its resource;
 // Plus object metadata GET, media GET (?alt=media, with x-goog-hash), list, DELETE, ifGenerationMatch
 // preconditions (0 = must not exist), bucket GET, and an optional bearer-token check (the session URI
 // needs none, as on GCS).
@@ -41,6 +45,9 @@ export const GCS_CHUNK_UNIT = 256 * 1024;
 const MAX_NAME_BYTES = 1024;
 // Storage classes the JSON API accepts on upload (the legacy ones included).
 const STORAGE_CLASSES = new Set(['STANDARD', 'NEARLINE', 'COLDLINE', 'ARCHIVE', 'MULTI_REGIONAL', 'REGIONAL', 'DURABLE_REDUCED_AVAILABILITY']);
+// Object retention may reach at most 100 years ahead (3,155,760,000 s).
+const MAX_RETENTION_MS = 3_155_760_000_000;
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 // The JSON metadata of an initiate request is small; anything bigger is a client bug.
 const MAX_METADATA_BYTES = 1024 * 1024;
 
@@ -54,7 +61,12 @@ export type GcsServerOptions = {
   crc32c?: boolean;
   // false: no checksums at all (MD5, SHA-256, CRC32C), so that a benchmark measures the client.
   hashes?: boolean;
+  // Buckets created with object retention enabled; the others refuse an object's retention.
+  retentionBuckets?: readonly string[];
 };
+
+// An object's retention configuration, as the JSON API writes it.
+export type GcsRetention = { mode: 'Unlocked' | 'Locked'; retainUntilTime: string };
 
 // A finished object, as the inspection helpers report it.
 export type GcsObjectInfo = {
@@ -69,6 +81,7 @@ export type GcsObjectInfo = {
   crc32c: string | undefined;
   // Hex SHA-256 of the bytes, for tests; not part of the GCS resource.
   sha256: string | undefined;
+  retention: GcsRetention | undefined;
 };
 
 export type GcsSessionState = 'open' | 'finalized' | 'cancelled' | 'failed';
@@ -118,6 +131,7 @@ type Session = {
   contentType: string;
   storageClass: string;
   metadata: Record<string, string>;
+  retention: GcsRetention | undefined;
   declaredSize: number | undefined;
   ifGenerationMatch: string | undefined;
   state: GcsSessionState;
@@ -157,6 +171,7 @@ export async function startGcsServer(options: GcsServerOptions): Promise<GcsServ
   await mkdir(join(dir, 'sessions'));
   await mkdir(join(dir, 'objects'));
   const buckets = new Set(options.buckets);
+  const retentionBuckets = new Set(options.retentionBuckets ?? []);
   const objects = new Map<string, StoredObject>();
   const sessions = new Map<string, Session>();
   const requests: GcsRequestRecord[] = [];
@@ -258,6 +273,18 @@ export async function startGcsServer(options: GcsServerOptions): Promise<GcsServ
     return bucket;
   }
 
+  // Object Retention Lock: only in buckets that have it, with a valid mode and a future time.
+  function checkRetention(bucket: string, value: unknown): GcsRetention {
+    if (!retentionBuckets.has(bucket)) throw new HttpFailure(400, 'Object retention is not enabled for this bucket; retention cannot be set on its objects.', 'invalid');
+    const { mode, retainUntilTime } = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+    if (mode !== 'Unlocked' && mode !== 'Locked') throw new HttpFailure(400, `Invalid argument: retention.mode ${String(mode)}`, 'invalid');
+    const until = typeof retainUntilTime === 'string' && RFC3339.test(retainUntilTime) ? Date.parse(retainUntilTime) : Number.NaN;
+    if (Number.isNaN(until) || until <= Date.now() || until > Date.now() + MAX_RETENTION_MS) {
+      throw new HttpFailure(400, `Invalid argument: retention.retainUntilTime ${String(retainUntilTime)}`, 'invalid');
+    }
+    return { mode, retainUntilTime: String(retainUntilTime) };
+  }
+
   function checkGeneration(stored: StoredObject | undefined, expected: string | undefined): void {
     if (expected === undefined) return;
     const holds = expected === '0' ? stored === undefined : stored?.generation === expected;
@@ -287,6 +314,7 @@ export async function startGcsServer(options: GcsServerOptions): Promise<GcsServ
       if (typeof body.metadata !== 'object' || body.metadata === null) throw new HttpFailure(400, 'Invalid argument: metadata', 'invalid');
       for (const [key, value] of Object.entries(body.metadata)) metadata[key] = String(value);
     }
+    const retention = body.retention === undefined ? undefined : checkRetention(bucket, body.retention);
     const declaredHeader = request.headers['x-upload-content-length'];
     const declaredSize = declaredHeader === undefined ? undefined : Number(declaredHeader);
     if (declaredSize !== undefined && (!Number.isSafeInteger(declaredSize) || declaredSize < 0)) throw new HttpFailure(400, 'Invalid X-Upload-Content-Length', 'invalid');
@@ -298,7 +326,7 @@ export async function startGcsServer(options: GcsServerOptions): Promise<GcsServ
     const id = randomBytes(16).toString('hex');
     const path = keepData ? join(dir, 'sessions', id) : undefined;
     const session: Session = {
-      id, bucket, name, contentType, storageClass, metadata, declaredSize, ifGenerationMatch,
+      id, bucket, name, contentType, storageClass, metadata, retention, declaredSize, ifGenerationMatch,
       state: 'open', persisted: 0, written: 0, path,
       file: path ? await open(path, 'w+') : undefined,
       hashes: withHashes ? newHashes() : undefined,
@@ -496,6 +524,7 @@ export async function startGcsServer(options: GcsServerOptions): Promise<GcsServ
       contentType: session.contentType,
       storageClass: session.storageClass,
       metadata: session.metadata,
+      retention: session.retention,
       ...digests,
       path,
       created: new Date().toISOString(),
@@ -553,6 +582,7 @@ export async function startGcsServer(options: GcsServerOptions): Promise<GcsServ
       timeCreated: object.created,
       updated: object.created,
       ...(Object.keys(object.metadata).length > 0 && { metadata: object.metadata }),
+      ...(object.retention !== undefined && { retention: object.retention }),
     };
   }
 
@@ -632,8 +662,8 @@ export async function startGcsServer(options: GcsServerOptions): Promise<GcsServ
 }
 
 function objectInfo(object: StoredObject): GcsObjectInfo {
-  const { bucket, name, size, generation, contentType, storageClass, metadata, md5Hash, crc32c, sha256 } = object;
-  return { bucket, name, size, generation, contentType, storageClass, metadata: { ...metadata }, md5Hash, crc32c, sha256 };
+  const { bucket, name, size, generation, contentType, storageClass, metadata, md5Hash, crc32c, sha256, retention } = object;
+  return { bucket, name, size, generation, contentType, storageClass, metadata: { ...metadata }, md5Hash, crc32c, sha256, retention };
 }
 
 function parseContentRange(header: string | undefined): Range | { kind: 'whole' } {

@@ -6,6 +6,10 @@
 // - checks CRC32 checksums the way AWS does (s3rver ignores them): a body whose x-amz-checksum-crc32
 //   does not match is refused with 400 BadDigest and a matching one is echoed in the answer; the commit of
 //   a multipart upload created with x-amz-checksum-algorithm must list every part's ChecksumCRC32;
+// - checks Object Lock the way AWS does (s3rver ignores it): lock headers on PutObject or
+//   CreateMultipartUpload into a bucket created without Object Lock answer 400 InvalidRequest, a bad
+//   mode or a past date 400 InvalidArgument, and a locked PutObject or part without Content-MD5 or a
+//   checksum header 400 InvalidRequest; the lock of each stored object is kept for the test to read;
 // - injects faults for chosen requests: an S3 error (403, 503, …) or a request that never gets an answer;
 // - records every request, so a test can say what was (not) sent.
 // Nothing here listens beyond 127.0.0.1.
@@ -68,11 +72,18 @@ export type S3TestServer = {
   list(bucket: string, prefix: string): Promise<string[]>;
   // Multipart uploads s3rver still keeps (started, neither completed nor aborted).
   pendingUploads(bucket: string): Promise<string[]>;
+  // The Object Lock an object was stored with; undefined when it has none (or does not exist).
+  retention(bucket: string, key: string): ObjectLock | undefined;
   stop(): Promise<void>;
 };
 
+// An object's Object Lock as its creating request set it.
+export type ObjectLock = { mode: string; retainUntil: Date };
+
 export type S3ServerOptions = {
   buckets?: readonly string[];
+  // Buckets that behave as if created with Object Lock enabled; the others refuse locked writes.
+  objectLockBuckets?: readonly string[];
   // Answer AbortMultipartUpload like AWS (204, parts removed) instead of passing it on to s3rver (405).
   implementAbort?: boolean;
 };
@@ -132,6 +143,10 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Te
       requests: [] as RecordedRequest[],
       stalled: new Set<ServerResponse>(),
       checksummed: new Map<string, Map<number, string>>(),
+      objectLockBuckets: new Set(options.objectLockBuckets ?? []),
+      // bucket/key → the lock of the upload being written there, then of the stored object.
+      pendingLocks: new Map<string, ObjectLock>(),
+      locks: new Map<string, ObjectLock>(),
     };
     const backend = s3rver;
     front = createServer((req, res) => {
@@ -162,6 +177,7 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Te
       },
       read: (bucket, key) => readObject(client, bucket, key),
       list: (bucket, prefix) => listKeys(client, bucket, prefix),
+      retention: (bucket, key) => state.locks.get(`${bucket}/${key}`),
       pendingUploads: async (bucket) =>
         readdir(backend.store.getResourcePath(bucket, undefined, 'uploads')).catch((error: unknown) => {
           if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
@@ -187,8 +203,16 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Te
 }
 
 type FrontContext = {
-  // Keys of multipart uploads created with a CRC32 checksum → the checksum of each part received.
-  state: { faults: (Fault & { used: number })[]; requests: RecordedRequest[]; stalled: Set<ServerResponse>; checksummed: Map<string, Map<number, string>> };
+  // checksummed: keys of multipart uploads created with a CRC32 checksum → the checksum of each part received.
+  state: {
+    faults: (Fault & { used: number })[];
+    requests: RecordedRequest[];
+    stalled: Set<ServerResponse>;
+    checksummed: Map<string, Map<number, string>>;
+    objectLockBuckets: Set<string>;
+    pendingLocks: Map<string, ObjectLock>;
+    locks: Map<string, ObjectLock>;
+  };
   backendPort: number;
   s3rver: S3rverInstance;
   implementAbort: boolean;
@@ -211,6 +235,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, context: FrontC
   context.state.requests.push(recorded);
   res.once('finish', () => {
     recorded.status = res.statusCode;
+    keepLock(recorded, `${recorded.bucket}/${key}`, context.state);
   });
 
   const fault = context.state.faults.find((candidate) => candidate.used < (candidate.times ?? Infinity) && candidate.match(recorded));
@@ -249,6 +274,12 @@ async function handle(req: IncomingMessage, res: ServerResponse, context: FrontC
   }
 
   const path = `${recorded.bucket}/${key}`;
+  const lockRefusal = checkObjectLock(recorded, path, context.state);
+  if (lockRefusal !== undefined) {
+    await drain(req);
+    sendError(res, 400, lockRefusal.code, lockRefusal.message);
+    return;
+  }
   if (recorded.operation === 'CreateMultipartUpload' && req.headers['x-amz-checksum-algorithm'] !== undefined) {
     if (req.headers['x-amz-checksum-algorithm'] !== 'CRC32') {
       sendError(res, 400, 'InvalidRequest', 'this test front checks only CRC32');
@@ -286,6 +317,43 @@ async function handle(req: IncomingMessage, res: ServerResponse, context: FrontC
   }
 
   await forward(req, res, context.backendPort);
+}
+
+// AWS's Object Lock rules for the creating request and the parts; records the lock of a write that
+// passes them, and keeps it once the object is stored. Returns the refusal, if any.
+function checkObjectLock(request: RecordedRequest, path: string, state: FrontContext['state']): { code: string; message: string } | undefined {
+  const { operation, headers } = request;
+  const mode = headers['x-amz-object-lock-mode'];
+  const until = headers['x-amz-object-lock-retain-until-date'];
+  const checksummed = headers['content-md5'] !== undefined || Object.keys(headers).some((name) => name.startsWith('x-amz-checksum-') && name !== 'x-amz-checksum-algorithm') ||
+    /x-amz-checksum-/.test(String(headers['x-amz-trailer'] ?? ''));
+  if (operation === 'PutObject' || operation === 'CreateMultipartUpload') {
+    state.pendingLocks.delete(path);
+    if (mode === undefined && until === undefined) return undefined;
+    if (!state.objectLockBuckets.has(request.bucket)) return { code: 'InvalidRequest', message: 'Bucket is missing Object Lock Configuration' };
+    const retainUntil = new Date(String(until));
+    if ((mode !== 'GOVERNANCE' && mode !== 'COMPLIANCE') || Number.isNaN(retainUntil.getTime())) {
+      return { code: 'InvalidArgument', message: 'x-amz-object-lock-mode and x-amz-object-lock-retain-until-date must both be present and valid' };
+    }
+    if (retainUntil.getTime() <= Date.now()) return { code: 'InvalidArgument', message: 'The retain until date must be in the future!' };
+    if (operation === 'PutObject' && !checksummed) {
+      return { code: 'InvalidRequest', message: 'Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters' };
+    }
+    state.pendingLocks.set(path, { mode, retainUntil });
+  }
+  if (operation === 'UploadPart' && state.pendingLocks.has(path) && !checksummed) {
+    return { code: 'InvalidRequest', message: 'Content-MD5 OR x-amz-checksum- HTTP header is required for Upload Part requests with Object Lock parameters' };
+  }
+  return undefined;
+}
+
+// Once a write is answered 200, the object it stored keeps the lock its creating request asked for.
+function keepLock(request: RecordedRequest, path: string, state: FrontContext['state']): void {
+  if (request.operation !== 'PutObject' && request.operation !== 'CompleteMultipartUpload') return;
+  const lock = state.pendingLocks.get(path);
+  if (lock === undefined || request.status !== 200) return;
+  state.locks.set(path, lock);
+  state.pendingLocks.delete(path);
 }
 
 // A CRC32 as S3 writes it: the four big-endian bytes, base64.

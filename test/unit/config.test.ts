@@ -8,6 +8,9 @@ import { ConfigError } from '../../src/errors.ts';
 
 const minimal = { DB_TYPE: 'postgres', DB_NAME: 'shop', STORAGE_TYPE: 'local', STORAGE_BUCKET: '/backups', PATH: '/usr/bin' };
 const SECRET = 'whsec_' + Buffer.alloc(32, 7).toString('base64');
+// Public keys made by age-keygen.
+const RECIPIENT_A = 'age12v4gxrjtaee9u3zfyer59d6zulr8xejzv9k5aeffa046hqga5cnqzwnxpn';
+const RECIPIENT_B = 'age1njes9wynw565w4utszncle6daj2ya89tp487ehsr92zslghf6ynq30nh5z';
 
 function problemsOf(env: Record<string, string>): string[] {
   try {
@@ -183,5 +186,45 @@ describe('task split configuration', () => {
 
   test('a one-database run ignores the task variables, as before', () => {
     assert.equal(loadConfig({ ...fanOutBase, DB_NAME: 'shop', JOB_COMPLETION_INDEX: '3' }).databases, undefined);
+  });
+});
+
+describe('encryption and retention settings', () => {
+  test('BACKUP_ENCRYPTION_RECIPIENTS takes age public keys separated by spaces or newlines, with # comments', () => {
+    const config = loadConfig({ ...minimal, BACKUP_ENCRYPTION_RECIPIENTS: `${RECIPIENT_A}\n# the escrow key\n  ${RECIPIENT_B} ${RECIPIENT_A}\n` });
+    assert.deepEqual(config.backup.encryption, { recipients: [RECIPIENT_A, RECIPIENT_B] });
+    assert.equal(loadConfig(minimal).backup.encryption, undefined);
+    assert.ok(!config.secrets.includes(RECIPIENT_A), 'public keys are not scrubbed: the log names them');
+  });
+
+  test('BACKUP_ENCRYPTION_RECIPIENTS_FILE is read like a secret file', async () => {
+    const file = join(dir, 'recipients.txt');
+    await writeFile(file, `# backups\n${RECIPIENT_B}\n`);
+    assert.deepEqual(loadConfig({ ...minimal, BACKUP_ENCRYPTION_RECIPIENTS_FILE: file }).backup.encryption, { recipients: [RECIPIENT_B] });
+    const empty = join(dir, 'empty.txt');
+    await writeFile(empty, '# nobody yet\n');
+    assert.deepEqual(problemsOf({ ...minimal, BACKUP_ENCRYPTION_RECIPIENTS_FILE: empty }), ['BACKUP_ENCRYPTION_RECIPIENTS_FILE is set but names no age public key (age1…)']);
+  });
+
+  test('a recipient that is not an age public key is a config error naming the variable, never echoing a secret key', () => {
+    const typo = RECIPIENT_A.slice(0, -1) + (RECIPIENT_A.endsWith('4') ? '5' : '4');
+    const secretKey = 'AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ';
+    const problems = problemsOf({ ...minimal, BACKUP_ENCRYPTION_RECIPIENTS: `${RECIPIENT_A} ${typo} ssh-ed25519 ${secretKey}`, STORAGE_RETAIN_DAYS: 'ten' });
+    assert.equal(problems.filter((p) => p.startsWith('BACKUP_ENCRYPTION_RECIPIENTS: ')).length, 3, JSON.stringify(problems));
+    assert.ok(problems.some((p) => p.includes('entry #2') && p.includes('not an age X25519 public key')));
+    assert.ok(problems.some((p) => p.includes('entry #4') && p.includes('SECRET key')));
+    assert.ok(problems.some((p) => p.startsWith('STORAGE_RETAIN_DAYS')), 'other problems are reported at the same time');
+    assert.ok(!problems.join('\n').includes(secretKey.slice(16)), 'the secret key is not echoed');
+  });
+
+  test('STORAGE_RETAIN_DAYS locks objects on s3, gcs and azure, governance by default; a local folder cannot', () => {
+    const s3 = { ...minimal, STORAGE_TYPE: 's3', STORAGE_BUCKET: 'b', STORAGE_REGION: 'eu-west-1' };
+    assert.deepEqual(loadConfig({ ...s3, STORAGE_RETAIN_DAYS: '14' }).storage.retention, { days: 14, mode: 'governance' });
+    assert.deepEqual(loadConfig({ ...s3, STORAGE_RETAIN_DAYS: '30', STORAGE_RETAIN_MODE: 'COMPLIANCE' }).storage.retention, { days: 30, mode: 'compliance' });
+    assert.equal(loadConfig(s3).storage.retention, undefined);
+    assert.match(problemsOf({ ...minimal, STORAGE_RETAIN_DAYS: '14' })[0] ?? '', /STORAGE_RETAIN_DAYS: STORAGE_TYPE=local has no write-once retention/);
+    assert.deepEqual(problemsOf({ ...s3, STORAGE_RETAIN_MODE: 'compliance' }), ['STORAGE_RETAIN_MODE needs STORAGE_RETAIN_DAYS']);
+    assert.match(problemsOf({ ...s3, STORAGE_RETAIN_DAYS: '0' })[0] ?? '', /STORAGE_RETAIN_DAYS: 0 is outside/);
+    assert.match(problemsOf({ ...s3, STORAGE_RETAIN_DAYS: '7', STORAGE_RETAIN_MODE: 'legal-hold' })[0] ?? '', /STORAGE_RETAIN_MODE/);
   });
 });

@@ -4,7 +4,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -26,6 +25,7 @@ import {
 } from '../../../src/storage/azure.ts';
 import type { CommonStorageSettings, StorageTarget, UploadRequest } from '../../../src/storage/types.ts';
 import { azuriteMissing, startAzurite, DEV_ACCOUNT, DEV_KEY, type Azurite } from '../../support/azurite.ts';
+import { startRecordingProxy } from '../../support/recording-proxy.ts';
 import { body, patternBytes, storageContract } from '../storage-contract.ts';
 
 const MiB = 1024 * 1024;
@@ -79,37 +79,6 @@ async function committedNames(container: ContainerClient, prefix: string): Promi
   const names: string[] = [];
   for await (const item of container.listBlobsFlat({ prefix, abortSignal: AbortSignal.timeout(LOOK_TIMEOUT_MS) })) names.push(item.name);
   return names;
-}
-
-// A pass-through proxy to azurite that holds the answer to every commit (Put Block List) for `holdMs`
-// and calls `onCommit` when one arrives: the commit has reached the store, its answer has not reached
-// the client — the moment where an abort is hardest to handle.
-async function commitDelayingProxy(upstream: string, holdMs: number, onCommit: () => void): Promise<{ endpoint: string; close(): Promise<void> }> {
-  const target = new URL(upstream);
-  const server: Server = createServer((incoming: IncomingMessage, outgoing) => {
-    const isCommit = incoming.method === 'PUT' && (incoming.url ?? '').includes('comp=blocklist');
-    if (isCommit) onCommit();
-    const forward = httpRequest(
-      { host: target.hostname, port: target.port, method: incoming.method, path: incoming.url, headers: incoming.headers },
-      (answer) => {
-        setTimeout(() => {
-          outgoing.writeHead(answer.statusCode ?? 502, answer.headers);
-          answer.pipe(outgoing);
-        }, isCommit ? holdMs : 0);
-      },
-    );
-    forward.on('error', () => outgoing.destroy());
-    incoming.pipe(forward);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  return {
-    endpoint: `http://127.0.0.1:${port}${target.pathname}`,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
-  };
 }
 
 describe('azure block sizing', () => {
@@ -358,14 +327,15 @@ describe('azure against azurite', { skip: azuriteMissing() }, () => {
     const key = 'db/aborted-during-commit.dump';
     const controller = new AbortController();
     const reason = new Error('interrupted by SIGTERM');
-    const proxy = await commitDelayingProxy(azurite.endpoint, 300, () => controller.abort(reason));
+    const proxy = await startRecordingProxy(azurite.endpoint);
+    proxy.intercept({ match: (r) => r.method === 'PUT' && r.query.get('comp') === 'blocklist', onRequest: () => controller.abort(reason), delayMs: 300 });
     try {
-      const viaProxy = azure.open(common(bucket, proxy.endpoint), settingsFrom({ AZURE_STORAGE_ACCOUNT: DEV_ACCOUNT, AZURE_STORAGE_KEY: DEV_KEY, STORAGE_PART_SIZE: '1MiB' }));
+      const viaProxy = azure.open(common(bucket, proxy.url), settingsFrom({ AZURE_STORAGE_ACCOUNT: DEV_ACCOUNT, AZURE_STORAGE_KEY: DEV_KEY, STORAGE_PART_SIZE: '1MiB' }));
       const started = Date.now();
       await assert.rejects(viaProxy.upload(request(key, body(patternBytes(2 * BLOCK + 99, 4)), { signal: controller.signal })), (error) => error === reason);
       assert.ok(Date.now() - started < 8000, `settled in ${Date.now() - started} ms`);
     } finally {
-      await proxy.close();
+      await proxy.stop();
     }
     assert.ok(controller.signal.aborted, 'the commit was reached');
     assert.equal((await download(container, key))?.length, undefined, 'the blob the commit created was deleted');

@@ -7,7 +7,7 @@ type Schema = Record<string, unknown>;
 const ANNOTATIONS = new Set(['$schema', '$id', 'title', 'description', '$defs']);
 const KEYWORDS = new Set([
   '$ref', 'type', 'enum', 'const', 'pattern', 'format', 'minLength', 'maxLength', 'minimum', 'maximum',
-  'required', 'properties', 'additionalProperties', 'allOf', 'if', 'then', 'else', 'not', 'items', 'maxItems',
+  'required', 'properties', 'additionalProperties', 'allOf', 'if', 'then', 'else', 'not', 'items', 'maxItems', 'minItems',
 ]);
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 
@@ -64,6 +64,8 @@ function check(keyword: string, rule: unknown, schema: Schema, value: unknown, r
     }
     case 'items':
       return Array.isArray(value) ? value.flatMap((item, index) => validate(rule as Schema, item, root, `${path}[${index}]`)) : [];
+    case 'minItems':
+      return !Array.isArray(value) || value.length >= (rule as number) ? [] : [`${path}: fewer than ${String(rule)} items`];
     case 'allOf':
       return (rule as Schema[]).flatMap((sub) => validate(sub, value, root, path));
     case 'if': {

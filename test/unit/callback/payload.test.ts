@@ -174,3 +174,24 @@ test('a backup whose verification failed is backup.failed naming the stored obje
   delete data.verification;
   assert.notDeepEqual(validate(PAYLOAD_SCHEMA, { ...payload, data }), []);
 });
+
+test('an encrypted, write-once object names its recipients and its retention in the payload, and the schema holds them to form', () => {
+  const recipient = 'age1wjz4x5kdme559uq08hl5usulyw5a0tkgsx8rpyjmw8h6xyz9rvtqa3n5y4';
+  const report = succeededReport();
+  report.object = {
+    ...report.object!,
+    key: `${report.object!.key}.age`,
+    encryption: { format: 'age', recipients: [recipient] },
+    retention: { mode: 'compliance', until: '2025-01-16T03:04:05.000Z' },
+  };
+  const payload = buildPayload(report);
+  assert.ok(payload.type === 'backup.succeeded');
+  assert.deepEqual(payload.data.object.encryption, { format: 'age', recipients: [recipient] });
+  assert.deepEqual(payload.data.object.retention, { mode: 'compliance', until: '2025-01-16T03:04:05.000Z' });
+  assert.deepEqual(validate(PAYLOAD_SCHEMA, payload), []);
+  const object = payload.data.object;
+  assert.notDeepEqual(validate(PAYLOAD_SCHEMA, { ...payload, data: { ...payload.data, object: { ...object, encryption: { format: 'age', recipients: ['AGE-SECRET-KEY-1XYZ'] } } } }), []);
+  assert.notDeepEqual(validate(PAYLOAD_SCHEMA, { ...payload, data: { ...payload.data, object: { ...object, encryption: { format: 'age', recipients: [] } } } }), []);
+  assert.notDeepEqual(validate(PAYLOAD_SCHEMA, { ...payload, data: { ...payload.data, object: { ...object, retention: { mode: 'forever', until: 'soon' } } } }), []);
+  assert.equal('encryption' in (buildPayload(succeededReport()) as { data: { object: object } }).data.object, false);
+});

@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { DockerfileParser, type Dockerfile, type Instruction } from 'dockerfile-ast';
 import { ENGINES } from '../../../src/engines/registry.ts';
 import {
+  AGE_GLIBC,
   ROOT,
   buildScript,
   imageName,
@@ -100,12 +101,18 @@ describe('rendered Dockerfiles', () => {
     }
   });
 
-  test('each image is built FROM the official database image of its version and copies node from the official node image', async () => {
+  test('each image is built FROM the official database image of its version and copies node from the official node image and age from Debian', async () => {
     for (const build of builds) {
       const { dockerfile } = await parsed(build);
       const froms = dockerfile.getFROMs();
-      assert.equal(froms.length, 2, `${build.name}: two stages (node, then the database image)`);
-      const [node, base] = froms;
+      assert.equal(froms.length, 3, `${build.name}: three stages (node, age, then the database image)`);
+      const [node, age, base] = froms;
+      assert.equal(age?.getBuildStage(), 'age');
+      assert.equal(`${age?.getImageName()}:${age?.getImageTag()}`, 'debian:bookworm-slim', `${build.name}: age from Debian 12`);
+      assert.ok(
+        build.spec.libc !== 'glibc' || (build.spec.glibc ?? '0').localeCompare(AGE_GLIBC, 'en', { numeric: true }) >= 0,
+        `${build.name}: glibc ${build.spec.glibc} is older than the ${AGE_GLIBC} Debian's age needs`,
+      );
       assert.equal(node?.getImageName(), 'node', `${build.name}: runtime from the official node image`);
       assert.equal(node?.getImageTag(), `${nodeVersion}-bookworm-slim`, `${build.name}: the pinned Node version, glibc build`);
       assert.equal(node?.getBuildStage(), 'node');
@@ -117,6 +124,7 @@ describe('rendered Dockerfiles', () => {
       const copies = dockerfile.getCOPYs().map((copy) => copy.getArguments().map((arg) => arg.getValue()).join(' '));
       assert.ok(copies.includes('/usr/local/bin/node /usr/local/bin/node'), `${build.name}: copies the node binary`);
       assert.ok(copies.includes('main.js* /opt/planb/'), `${build.name}: copies the bundle`);
+      assert.ok(copies.includes('/usr/bin/age /usr/local/bin/age'), `${build.name}: copies the age CLI`);
     }
   });
 
@@ -175,6 +183,7 @@ describe('rendered Dockerfiles', () => {
       assert.match(script, /set -eu/);
       assert.match(script, /node --version/);
       assert.match(script, /zstd --version/);
+      assert.match(script, /age --version/);
       for (const group of requiredTools(build.spec.dbType)) assert.ok(script.includes(`need ${group.join(' ')};`), `${build.name}: does not check ${group.join(' or ')}`);
       assert.ok(script.includes(`need ${ENGINES[build.spec.dbType].restoreTool};`), `${build.name}: restore tool`);
       assert.match(script, /node \/opt\/planb\/main\.js[^;]*\|\| status=\$\?/);
