@@ -6,7 +6,7 @@
 // removes the ones that are provably stale (leftovers.ts, or untouched for STALE_PARTIAL_AGE_MS).
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, statSync, type ReadStream } from 'node:fs';
-import { link, mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rm, rmdir, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, relative, resolve, sep } from 'node:path';
 import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
@@ -62,6 +62,23 @@ async function removeCreatedDirs(deepest: string, created: string | undefined): 
   for (let dir = deepest; dir.startsWith(created); dir = dirname(dir)) {
     await rmdir(dir).catch(() => undefined); // not empty (another run wrote there meanwhile): keep it
     if (dir === created) break;
+  }
+}
+
+// Another run into the same folder that fails removes the folders it created once they are empty,
+// possibly between this run's mkdir and its open: the folder is then made again, a few times at most.
+const OPEN_ATTEMPTS = 3;
+
+// Creates the temporary file (never an existing one), making its folder again if it vanished;
+// `made` gets the first folder a retry had to create, for the cleanup on failure.
+async function openTemporary(path: string, made: (dir: string | undefined) => void): Promise<FileHandle> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await open(path, 'wx', 0o640);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= OPEN_ATTEMPTS) throw error;
+      made(await mkdir(dirname(path), { recursive: true }));
+    }
   }
 }
 
@@ -134,8 +151,9 @@ export const local = {
         try {
           created = await mkdir(dirname(destination), { recursive: true });
           await removeStalePartials(dirname(destination), log);
+          const handle = await openTemporary(temporary, (made) => (created ??= made));
           // flush: fsync before close, so a linked backup is on disk, not only in the page cache.
-          const sink = createWriteStream(temporary, { flags: 'wx', mode: 0o640, flush: true });
+          const sink = createWriteStream('', { fd: handle, flush: true });
           // pipeline() passes either stream's error on to the other: the first to fail is the cause.
           // (The body may have failed before this listener existed: then body.errored is set.)
           sink.once('error', (error) => {
