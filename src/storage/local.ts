@@ -69,17 +69,33 @@ async function removeCreatedDirs(deepest: string, created: string | undefined): 
 // possibly between this run's mkdir and its open: the folder is then made again, a few times at most.
 const OPEN_ATTEMPTS = 3;
 
+// Runs `step` again while it fails with ENOENT (a folder on its path removed under it), a few times at most.
+async function retryVanished<T>(step: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await step();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= OPEN_ATTEMPTS) throw error;
+    }
+  }
+}
+
+// Makes the folder (and those above it); returns the first one it created, as mkdir does.
+function makeFolder(dir: string): Promise<string | undefined> {
+  return retryVanished(() => mkdir(dir, { recursive: true }));
+}
+
 // Creates the temporary file (never an existing one), making its folder again if it vanished;
 // `made` gets the first folder a retry had to create, for the cleanup on failure.
-async function openTemporary(path: string, made: (dir: string | undefined) => void): Promise<FileHandle> {
-  for (let attempt = 1; ; attempt += 1) {
+function openTemporary(path: string, made: (dir: string | undefined) => void): Promise<FileHandle> {
+  return retryVanished(async () => {
     try {
       return await open(path, 'wx', 0o640);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= OPEN_ATTEMPTS) throw error;
-      made(await mkdir(dirname(path), { recursive: true }));
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') made(await makeFolder(dirname(path)));
+      throw error;
     }
-  }
+  });
 }
 
 export const local = {
@@ -149,7 +165,7 @@ export const local = {
         // This target's own error when it failed first; null when the body did.
         let ownFailure: Error | null | undefined;
         try {
-          created = await mkdir(dirname(destination), { recursive: true });
+          created = await makeFolder(dirname(destination));
           await removeStalePartials(dirname(destination), log);
           const handle = await openTemporary(temporary, (made) => (created ??= made));
           // flush: fsync before close, so a linked backup is on disk, not only in the page cache.
