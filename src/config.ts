@@ -1,6 +1,6 @@
 // The only reader of the environment. Turns DB_*, STORAGE_*, BACKUP_*, CALLBACK_* and the platform's
 // own variables into one typed Config, or throws a ConfigError naming every bad variable at once.
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { bool, cleanEnv, EnvMissingError, num, str } from 'envalid';
 import { ConfigError } from './errors.ts';
 import { redactValue } from './redact.ts';
@@ -56,6 +56,8 @@ export type JobConfig = {
   restoreForce: boolean;
   // Redis: the file the restored RDB is written to (a Redis server loads it from its `dir`).
   restoreRdbPath: string | undefined;
+  // The age identity file an encrypted (`.age`) object is decrypted with; `age` reads it, the job never does.
+  identityFile: string | undefined;
   // Backup mode: verify the object right after storing it.
   verifyAfterBackup: boolean;
   // Backup mode: capture row/key counts at dump time (always on with verifyAfterBackup).
@@ -132,6 +134,7 @@ export function loadConfig(source: Env): Config {
       RESTORE_FORCE: bool({ default: false }),
       RESTORE_SOURCE: str({ default: undefined }),
       RESTORE_RDB_PATH: str({ default: undefined }),
+      RESTORE_IDENTITY_FILE: str({ default: undefined }),
       BACKUP_VERIFY: bool({ default: false }),
       BACKUP_FACTS: bool({ default: false }),
       VERIFY_RUN_AS: str({ default: undefined }),
@@ -249,7 +252,7 @@ export function loadConfig(source: Env): Config {
       problems.push(...error.problems);
     }
   }
-  const job = jobConfig(base, dbType, problems);
+  const job = jobConfig(base, dbType, encryption !== undefined, problems);
 
   if (problems.length > 0 || !storageType || !dbType) throw new ConfigError(problems, warnings);
 
@@ -317,8 +320,9 @@ function linesOf(value: string): string[] {
 
 // JOB_MODE and its settings; each combination that cannot work is a problem named by its variables.
 function jobConfig(
-  base: { JOB_MODE: JobMode; RESTORE_KEY?: string | undefined; RESTORE_SOURCE?: string | undefined; RESTORE_FORCE: boolean; RESTORE_RDB_PATH?: string | undefined; BACKUP_VERIFY: boolean; BACKUP_FACTS: boolean; VERIFY_RUN_AS?: string | undefined; VERIFY_DIR?: string | undefined },
+  base: { JOB_MODE: JobMode; RESTORE_KEY?: string | undefined; RESTORE_SOURCE?: string | undefined; RESTORE_FORCE: boolean; RESTORE_RDB_PATH?: string | undefined; RESTORE_IDENTITY_FILE?: string | undefined; BACKUP_VERIFY: boolean; BACKUP_FACTS: boolean; VERIFY_RUN_AS?: string | undefined; VERIFY_DIR?: string | undefined },
   dbType: DbType | undefined,
+  encrypted: boolean,
   problems: string[],
 ): JobConfig {
   const mode = base.JOB_MODE ?? 'backup';
@@ -335,6 +339,14 @@ function jobConfig(
     problems.push('JOB_MODE=verify, BACKUP_VERIFY and BACKUP_FACTS are not available for mongodb: the image has no mongod or mongosh');
   }
   if (base.RESTORE_RDB_PATH && !(mode === 'restore' && dbType === 'redis')) problems.push('RESTORE_RDB_PATH applies only to JOB_MODE=restore with DB_TYPE=redis');
+  const identityFile = base.RESTORE_IDENTITY_FILE?.trim() || undefined;
+  if (identityFile !== undefined) {
+    if (mode === 'backup') problems.push('RESTORE_IDENTITY_FILE applies only to JOB_MODE=restore or verify: a backup job never holds a decryption key');
+    else problems.push(...identityFileProblems(identityFile));
+  }
+  if (mode === 'backup' && base.BACKUP_VERIFY && encrypted) {
+    problems.push('BACKUP_VERIFY cannot verify an encrypted backup: the backup job never holds a decryption key; verify it in a JOB_MODE=verify run given RESTORE_IDENTITY_FILE');
+  }
   let verifyRunAs: JobConfig['verifyRunAs'];
   if (base.VERIFY_RUN_AS !== undefined) {
     const match = /^(\d+)(?::(\d+))?$/.exec(base.VERIFY_RUN_AS.trim());
@@ -347,11 +359,25 @@ function jobConfig(
     restoreSource: base.RESTORE_SOURCE,
     restoreForce: base.RESTORE_FORCE,
     restoreRdbPath: base.RESTORE_RDB_PATH,
+    identityFile,
     verifyAfterBackup: base.BACKUP_VERIFY,
     captureFacts: base.BACKUP_FACTS || base.BACKUP_VERIFY,
     verifyRunAs,
     verifyDir: base.VERIFY_DIR,
   };
+}
+
+// RESTORE_IDENTITY_FILE must be a file age can read. Only its metadata is looked at: age reads the
+// secret keys itself, so they never enter this process.
+function identityFileProblems(file: string): string[] {
+  try {
+    if (!statSync(file).isFile()) return [`RESTORE_IDENTITY_FILE: ${file} is not a regular file (an age identity file, from age-keygen)`];
+    accessSync(file, constants.R_OK);
+    return [];
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return [`RESTORE_IDENTITY_FILE: ${file} ${code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'is not readable by the job' : `cannot be read (${code ?? 'error'})`}`];
+  }
 }
 
 // The variables DB_NAMES and the task split read, checked against each other.

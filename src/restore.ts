@@ -13,9 +13,10 @@ import type { Config } from './config.ts';
 import { createSecretsDir, removeSecretsDir, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
 import type { Compression, DbConfig, DbType, DumpCommand } from './engines/types.ts';
-import { ConfigError, DumpError, StorageError } from './errors.ts';
+import { ConfigError, DumpError, EncryptionError, StorageError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { finishRun, type RunContext, startRun } from './outcome.ts';
+import { createAgeDecryptor, ENCRYPTED_EXTENSION } from './pipeline/encrypt.ts';
 import { createMeter } from './pipeline/meter.ts';
 import type { ObjectReport, RunReport } from './report.ts';
 import { RESTORERS } from './restorers/registry.ts';
@@ -32,16 +33,19 @@ const PROGRESS_INTERVAL_MS = 10_000;
 // Suffix of the small object that carries an object's facts (facts.ts); never a backup itself.
 export const FACTS_SUFFIX = '.facts.json';
 // The end of every key the job writes: `-<run id>.<format>[.<compression>]` (run.ts newRunId).
-const RUN_KEY_TAIL = /^\d{8}T\d{6}Z-[0-9a-f]{8}\.(dump|sql|rdb|archive)(\.zst|\.gz)?$/;
+const RUN_KEY_TAIL = /^\d{8}T\d{6}Z-[0-9a-f]{8}\.(dump|sql|rdb|archive)(\.zst|\.gz)?(\.age)?$/;
 
 const COMPRESSION_BY_SUFFIX = [['.zst', 'zstd'], ['.gz', 'gzip']] as const;
 
-// What a key says about its object: compression from the last suffix, the dump format before it.
-export function describeKey(key: string): { compression: Compression; format: DumpFormat } | undefined {
-  const [suffix, compression] = COMPRESSION_BY_SUFFIX.find(([ending]) => key.endsWith(ending)) ?? ['', 'none' as const];
-  const raw = key.slice(0, key.length - suffix.length);
+// What a key says about its object, read from the end: `.age` when encrypted, then the compression's
+// suffix, then the dump format's.
+export function describeKey(key: string): { compression: Compression; format: DumpFormat; encrypted: boolean } | undefined {
+  const encrypted = key.endsWith(ENCRYPTED_EXTENSION);
+  const plain = encrypted ? key.slice(0, -ENCRYPTED_EXTENSION.length) : key;
+  const [suffix, compression] = COMPRESSION_BY_SUFFIX.find(([ending]) => plain.endsWith(ending)) ?? ['', 'none' as const];
+  const raw = plain.slice(0, plain.length - suffix.length);
   const format = Object.entries(DUMP_FORMATS).find(([ending]) => raw.endsWith(ending))?.[1];
-  return format === undefined ? undefined : { compression, format };
+  return format === undefined ? undefined : { compression, format, encrypted };
 }
 
 // The newest backup of this database under BACKUP_PATH: keys end in a sortable run id.
@@ -61,6 +65,8 @@ export type RestoreRequest = {
   db: DbConfig;
   rdbPath?: string | undefined;
   force: boolean;
+  // RESTORE_IDENTITY_FILE: decrypts a `.age` object.
+  identityFile: string | undefined;
   // A throw-away server of the job's own (verify): no ownership or grants of the source.
   scratch: boolean;
   toolEnv: Readonly<Record<string, string>>;
@@ -78,9 +84,13 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
   const described = describeKey(key);
   const restorer = RESTORERS[db.type];
   if (!described || !(restorer.formats).includes(described.format)) {
-    throw new ConfigError([`RESTORE_KEY: ${key} is not a ${db.type} backup (expected ${restorer.formats.map((f) => Object.entries(DUMP_FORMATS).find(([, v]) => v === f)?.[0]).join(' or ')}, optionally .zst or .gz)`]);
+    throw new ConfigError([`RESTORE_KEY: ${key} is not a ${db.type} backup (expected ${restorer.formats.map((f) => Object.entries(DUMP_FORMATS).find(([, v]) => v === f)?.[0]).join(' or ')}, optionally .zst or .gz, then .age)`]);
   }
-  const { compression, format } = described;
+  const { compression, format, encrypted } = described;
+  if (encrypted && request.identityFile === undefined) {
+    throw new ConfigError([`RESTORE_IDENTITY_FILE is required: ${key} is encrypted with age (give the file that holds one of its recipients' secret keys)`]);
+  }
+  if (!encrypted && request.identityFile !== undefined) log.warn({ key }, 'RESTORE_IDENTITY_FILE is set but the object is not encrypted (no .age suffix): it is read as it is');
   const path = request.toolEnv.PATH ?? '';
   const names = restorer.tools(db, format);
   const tool = names.length === 0 ? undefined : which(names, path);
@@ -97,30 +107,39 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
     if (command) await writeCredentialFiles(command);
 
     const body = await request.target.download(key, signal);
+    // After the stored bytes' meter (whose hash is the object's), before decompression.
+    const decryptor = encrypted && request.identityFile !== undefined ? createAgeDecryptor(request.identityFile, path) : undefined;
     const stored = createMeter({ hash: true });
     const raw = createMeter({ hash: false });
     const decompress = compression === 'zstd' ? [createZstdDecompress()] : compression === 'gzip' ? [createGunzip()] : [];
-    log.info({ key, format, compression, tool: tool?.name ?? 'none', args: command?.args.map(request.scrub), into: fileTarget ?? db.name }, 'restore started');
+    log.info({ key, format, compression, ...(decryptor && { decrypt: decryptor.describe }), tool: tool?.name ?? 'none', args: command?.args.map(request.scrub), into: fileTarget ?? db.name }, 'restore started');
     const started = performance.now();
     const progress = setInterval(() => {
       const seconds = (performance.now() - started) / 1000;
       log.info({ storedBytes: stored.bytes(), rawBytes: raw.bytes(), rawRate: `${formatBytes(raw.bytes() / seconds)}/s` }, `read ${formatBytes(stored.bytes())}, restored ${formatBytes(raw.bytes())}`);
     }, PROGRESS_INTERVAL_MS);
     try {
-      const stages = [body, stored.stream, ...decompress, raw.stream];
+      const stages = [body, stored.stream, ...(decryptor ? [decryptor.stage] : []), ...decompress, raw.stream];
       if (command) {
         await intoTool(command, stages, request, format);
       } else if (temporary) {
         await pipeline([...stages, createWriteStream(temporary, { flags: 'wx', mode: 0o640, flush: true })] as unknown as NodeJS.ReadWriteStream[], { signal });
       }
+      // age authenticates every chunk and the end: only its exit 0 says the whole object was read.
+      await decryptor?.exited;
       if (raw.bytes() === 0) throw new DumpError(`${key} holds no dump (0 bytes after decompression)`, { kind: 'empty', stage: 'restore' });
       if (db.type === 'redis' && temporary) await checkRdbMagic(temporary);
       if (fileTarget !== undefined && temporary !== undefined) await moveIntoPlace(temporary, fileTarget, request.force);
     } catch (error) {
       if (temporary) await rm(temporary, { force: true });
       if (signal.aborted) throw signal.reason as Error;
+      // A wrong key or a damaged object makes age fail first; the decompressor and the tool then see
+      // a short or empty stream and fail after it: age's failure is the cause.
+      const decryptFailure = decryptor && (await failureWithin(decryptor.exited, TOOL_EXIT_GRACE_MS));
+      if (decryptFailure instanceof EncryptionError && decryptFailure.kind !== 'stopped') throw decryptFailure;
       throw damaged(error);
     } finally {
+      decryptor?.kill();
       clearInterval(progress);
     }
     return { object: { bytes: stored.bytes(), sha256: stored.sha256(), compression }, rawBytes: raw.bytes(), tool: { name: tool?.name ?? 'none', version } };
@@ -146,12 +165,25 @@ async function intoTool(command: DumpCommand, stages: (Readable | Writable)[], r
       await exited;
       throw damaged(error);
     }
-    const toolFailure = await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, TOOL_EXIT_GRACE_MS, undefined))]);
+    const toolFailure = await failureWithin(tool.exited, TOOL_EXIT_GRACE_MS);
     tool.stop();
     throw toolFailure ?? error;
   }
   const failure = await exited;
   if (failure !== undefined) throw failure;
+}
+
+// What `exited` rejected with, if it settles within `ms`; undefined when it resolved or is still running.
+async function failureWithin(exited: Promise<unknown>, ms: number): Promise<Error | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(resolve, ms, undefined);
+  });
+  try {
+    return await Promise.race([exited.then(() => undefined, (error: unknown) => error as Error), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 // The tool stopped reading: its own exit tells why.
@@ -257,7 +289,7 @@ async function restore(config: Config, run: RunContext): Promise<RestoreResult &
   }
   run.prepared();
   const restored = await restoreObject({
-    target, key, db: config.db, rdbPath: config.job.restoreRdbPath, force: config.job.restoreForce, scratch: false,
+    target, key, db: config.db, rdbPath: config.job.restoreRdbPath, force: config.job.restoreForce, identityFile: config.job.identityFile, scratch: false,
     toolEnv: config.toolEnv, log, scrub: run.scrub, signal,
   });
   const where = config.storage.type === 'local' ? `file://${join(config.storage.bucket, key)}` : `${config.storage.type}://${config.storage.bucket}/${key}`;

@@ -7,7 +7,7 @@ import { freemem } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from './config.ts';
 import type { Scrub } from './dump.ts';
-import { ConfigError, DumpError, VerifyError, VerifyUnavailableError } from './errors.ts';
+import { ConfigError, DumpError, EncryptionError, VerifyError, VerifyUnavailableError } from './errors.ts';
 import { type Facts, loadFacts, unitOf } from './facts.ts';
 import type { Logger } from './log.ts';
 import { finishRun, startRun } from './outcome.ts';
@@ -60,12 +60,14 @@ export async function verifyObject(config: Config, request: VerifyRequest): Prom
     try {
       restored = await restoreObject({
         target: request.target, key: request.key, db: scratch.db, rdbPath: config.db.type === 'redis' ? join(scratch.dir, 'dump.rdb') : undefined,
-        force: false, scratch: true, toolEnv: config.toolEnv, log, scrub: request.scrub, signal,
+        force: false, identityFile: config.job.identityFile, scratch: true, toolEnv: config.toolEnv, log, scrub: request.scrub, signal,
       });
       await scratch.start();
     } catch (error) {
       if (signal.aborted || error instanceof ConfigError || (error instanceof DumpError && error.kind === 'missing-tool')) throw error;
-      if (error instanceof DumpError || error instanceof ScratchExit) throw new VerifyError(`the object did not restore: ${error.message}`, { cause: error });
+      // A damaged encrypted object fails like a damaged plain one; a wrong identity stays a config error.
+      const damagedObject = error instanceof DumpError || error instanceof ScratchExit || (error instanceof EncryptionError && error.kind === 'corrupt');
+      if (damagedObject) throw new VerifyError(`the object did not restore: ${error.message}`, { cause: error });
       throw error;
     }
     const secretsDir = await createSecretsDir(log);

@@ -217,3 +217,93 @@ describe('encrypted backups restore with the stock tools after age -d', () => {
     assert.deepEqual(await readdir(bucket).catch(() => []), []);
   });
 });
+
+// JOB_MODE=restore and verify on `.age` objects: age reads RESTORE_IDENTITY_FILE itself and decrypts
+// right after the download, before decompression. What the age CLI encrypted restores too.
+describe('the job restores and verifies encrypted objects with RESTORE_IDENTITY_FILE', () => {
+  const sqlite = (file: string, input: string) => execFileSync('sqlite3', ['-bail', file], { input }).toString();
+  const rows = (file: string) => sqlite(file, 'SELECT id, note, hex(payload) FROM orders ORDER BY id; SELECT count(*) FROM visits;');
+  let dir: string;
+  let source: string;
+  let key = '';
+  const env = (extra: Record<string, string> = {}) => ({ DB_TYPE: 'sqlite', DB_NAME: source, STORAGE_TYPE: 'local', STORAGE_BUCKET: join(dir, 'bucket'), ...extra });
+  before(async () => {
+    dir = await mkdtemp(join(work, 'job-decrypts-'));
+    source = join(dir, 'shop.db');
+    if (findBinary('sqlite3') === undefined) return;
+    sqlite(source, `CREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT, payload BLOB); CREATE TABLE visits (at);
+      INSERT INTO orders VALUES (1, 'Zoë 🚀', x'00ff10'), (2, NULL, randomblob(70000));
+      WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 250) INSERT INTO visits SELECT i FROM n;`);
+  });
+
+  test('sqlite: an encrypted backup with facts verifies and restores with either identity', async (t) => {
+    if (!requireBinaries(t, ['age', 'age-keygen', 'zstd', 'sqlite3'])) return;
+    const backup = await runJob(env({ BACKUP_FACTS: 'true', BACKUP_ENCRYPTION_RECIPIENTS: keys.map((k) => k.recipient).join(' ') }));
+    assert.equal(backup.code, 0, backup.stdout);
+    key = (await readdir(join(dir, 'bucket'))).find((name) => name.endsWith('.sql.zst.age')) ?? '';
+    assert.ok(key, 'an encrypted object was stored');
+
+    const verify = await runJob(env({ JOB_MODE: 'verify', RESTORE_KEY: 'latest', RESTORE_IDENTITY_FILE: keys[1]?.identityFile ?? '' }));
+    assert.equal(verify.code, 0, verify.stdout);
+    assert.deepEqual(verify.lines.find((line) => line.message.startsWith('verification passed'))?.counts, { orders: 2, visits: 250 });
+    assert.match(String(verify.lines.find((line) => line.message === 'restore started')?.decrypt), /^age -d with identities from /);
+
+    const target = join(dir, 'restored.db');
+    const restore = await runJob(env({ JOB_MODE: 'restore', RESTORE_KEY: key, DB_NAME: target, RESTORE_IDENTITY_FILE: keys[0]?.identityFile ?? '' }));
+    assert.equal(restore.code, 0, restore.stdout);
+    assert.equal(rows(target), rows(source));
+    for (const k of keys) assert.ok(!verify.stdout.includes(k.secret.slice(15)) && !restore.stdout.includes(k.secret.slice(15)), 'no secret key in any log');
+  });
+
+  test('a wrong identity, or none, is a configuration error and restores nothing', async (t) => {
+    if (!requireBinaries(t, ['age', 'age-keygen', 'zstd', 'sqlite3']) || !key) return;
+    const stranger = join(dir, 'stranger.key');
+    await run('age-keygen', ['-o', stranger]);
+    const target = join(dir, 'wrong.db');
+    const wrong = await runJob(env({ JOB_MODE: 'restore', RESTORE_KEY: key, DB_NAME: target, RESTORE_IDENTITY_FILE: stranger }));
+    assert.equal(wrong.code, EXIT_CODES.CONFIG.code, wrong.stdout);
+    assert.match(wrong.lines.at(-1)?.message ?? '', /identity file holds none of the keys this backup was encrypted to/);
+    assert.deepEqual((await readdir(dir)).filter((name) => name.startsWith('wrong.db') || name.includes('partial')), [], 'no file, not even a partial one');
+
+    const none = await runJob(env({ JOB_MODE: 'verify', RESTORE_KEY: key }));
+    assert.equal(none.code, EXIT_CODES.CONFIG.code, none.stdout);
+    assert.match(none.lines.at(-1)?.message ?? '', /RESTORE_IDENTITY_FILE is required: .* is encrypted with age/);
+
+    const missing = await runJob(env({ JOB_MODE: 'verify', RESTORE_KEY: key, RESTORE_IDENTITY_FILE: join(dir, 'nowhere.key') }));
+    assert.equal(missing.code, EXIT_CODES.CONFIG.code, missing.stdout);
+    assert.match(missing.stdout, /RESTORE_IDENTITY_FILE: .*nowhere\.key does not exist/);
+  });
+
+  test('an encrypted object cut short in storage fails verification (age authenticates the end)', async (t) => {
+    if (!requireBinaries(t, ['age', 'age-keygen', 'zstd', 'sqlite3']) || !key) return;
+    const bucket = join(dir, 'bucket');
+    const cutKey = key.replace('.sql.zst.age', '-cut.sql.zst.age');
+    const sealed = await readFile(join(bucket, key));
+    await writeFile(join(bucket, cutKey), sealed.subarray(0, sealed.length - 17));
+    const verify = await runJob(env({ JOB_MODE: 'verify', RESTORE_KEY: cutKey, RESTORE_IDENTITY_FILE: keys[0]?.identityFile ?? '' }));
+    assert.equal(verify.code, EXIT_CODES.VERIFY_FAILED.code, verify.stdout);
+    assert.match(verify.lines.at(-1)?.message ?? '', /did not restore: age could not decrypt .*damaged, truncated or not an age file/);
+  });
+
+  test('what `age -r` encrypted restores through the job', async (t) => {
+    if (!requireBinaries(t, ['age', 'age-keygen', 'zstd', 'sqlite3'])) return;
+    const bucket = join(dir, 'by-hand');
+    const handKey = 'sqlite-shop-20261202T010203Z-0a1b2c3d.sql.zst.age';
+    execFileSync('mkdir', ['-p', bucket]);
+    const dump = execFileSync('sqlite3', [source, '.dump']);
+    const compressed = execFileSync('zstd', ['-c'], { input: dump, maxBuffer: MAX_BUFFER });
+    await writeFile(join(bucket, handKey), execFileSync('age', ['-r', keys[1]?.recipient ?? ''], { input: compressed, maxBuffer: MAX_BUFFER }));
+    const target = join(dir, 'from-cli.db');
+    const restore = await runJob(env({ STORAGE_BUCKET: bucket, JOB_MODE: 'restore', RESTORE_KEY: 'latest', RESTORE_SOURCE: 'shop', DB_NAME: target, RESTORE_IDENTITY_FILE: keys[1]?.identityFile ?? '' }));
+    assert.equal(restore.code, 0, restore.stdout);
+    assert.equal(rows(target), rows(source));
+  });
+
+  test('a backup job takes no identity, and does not verify what it cannot decrypt', async (t) => {
+    if (!requireBinaries(t, ['sqlite3'])) return;
+    const result = await runJob(env({ BACKUP_VERIFY: 'true', BACKUP_ENCRYPTION_RECIPIENTS: keys[0]?.recipient ?? '', RESTORE_IDENTITY_FILE: keys[0]?.identityFile ?? '' }));
+    assert.equal(result.code, EXIT_CODES.CONFIG.code, result.stdout);
+    assert.match(result.stdout, /RESTORE_IDENTITY_FILE applies only to JOB_MODE=restore or verify/);
+    assert.match(result.stdout, /BACKUP_VERIFY cannot verify an encrypted backup/);
+  });
+});
