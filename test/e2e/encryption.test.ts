@@ -92,6 +92,18 @@ describe('encrypted backups restore with the stock tools after age -d', () => {
       });
       const digest = (database: string) => pg.sql(`SELECT count(*), md5(string_agg(o::text, '|' ORDER BY id)) FROM orders o;`, database);
       assert.equal(await digest('restored'), await digest('shop'));
+
+      // The job's own restore: age -d, zstd, then pg_restore's stdin; a wrong key never reaches pg_restore.
+      const jobEnv = { PATH: `${pg.binDir}:${process.env.PATH ?? ''}`, DB_TYPE: 'postgresql', DB_HOST: pg.host, DB_PORT: String(pg.port), DB_USERNAME: pg.user, DB_PASSWORD: pg.password, STORAGE_TYPE: 'local', STORAGE_BUCKET: bucket, JOB_MODE: 'restore', RESTORE_KEY: 'latest', RESTORE_SOURCE: 'shop' };
+      await pg.createDatabase('by_job');
+      const stranger = join(work, 'pg-stranger.key');
+      await run('age-keygen', ['-o', stranger]);
+      const refused = await runJob({ ...jobEnv, DB_NAME: 'by_job', RESTORE_IDENTITY_FILE: stranger });
+      assert.equal(refused.code, EXIT_CODES.CONFIG.code, refused.stdout);
+      assert.match(refused.lines.at(-1)?.message ?? '', /identity file holds none of the keys/);
+      const restored = await runJob({ ...jobEnv, DB_NAME: 'by_job', RESTORE_IDENTITY_FILE: keys[1]?.identityFile ?? '' });
+      assert.equal(restored.code, 0, restored.stdout);
+      assert.equal(await digest('by_job'), await digest('shop'));
     } finally {
       await pg.stop();
     }
