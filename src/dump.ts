@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { execa } from 'execa';
-import { ConfigError, DumpError } from './errors.ts';
+import { ConfigError, DumpError, StoppedError } from './errors.ts';
 import type { CommandContext, DbConfig, DumpCommand, DumpEngine, ToolAnswer } from './engines/types.ts';
 import { OWNER_TAG_PATTERN, ownerIsGone, ownerTag } from './leftovers.ts';
 import type { Logger } from './log.ts';
@@ -39,7 +39,7 @@ export type RunningDump = {
   // The tool's input when started with `stdin: 'pipe'` (a restore tool reading the dump).
   stdin: Writable | undefined;
   // Resolves when the tool exited 0; rejects with a DumpError otherwise (after stop() or an abort,
-  // with a plain "was stopped" one: the run then reports what made it stop, not this).
+  // with a StoppedError: the run then reports what made it stop, not this).
   exited: Promise<void>;
   // Stops the tool because something else failed; its exit is then not reported as a failure.
   stop(): void;
@@ -148,7 +148,7 @@ export function startDump(
     await stderrClosed;
     if (stopped.signal.aborted || options.signal.aborted) {
       if (result.exitCode === 0) return;
-      throw new DumpError(`${command.file} was stopped`, { kind: 'failed', exitCode: result.exitCode, signal: result.signal, stage });
+      throw new StoppedError(stage, command.file);
     }
     const stderrTail = options.scrub(tail.join('\n'));
     if (result.failed && result.exitCode === undefined && result.signal === undefined) {

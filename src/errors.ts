@@ -52,9 +52,8 @@ export class DumpError extends PlanBError {
 }
 
 // How encryption or decryption failed: the CLI is missing from the image, the identity file holds no
-// key for this object or cannot be read, the object is damaged or truncated, age failed otherwise, or
-// it was stopped because something else failed (never a root cause).
-export type EncryptionFailure = 'missing-tool' | 'wrong-identity' | 'identity-file' | 'corrupt' | 'failed' | 'stopped';
+// key for this object or cannot be read, the object is damaged or truncated, or age failed otherwise.
+export type EncryptionFailure = 'missing-tool' | 'wrong-identity' | 'identity-file' | 'corrupt' | 'failed';
 
 // The age stage failed (encrypting a backup, or decrypting one for a restore).
 export class EncryptionError extends PlanBError {
@@ -64,6 +63,14 @@ export class EncryptionError extends PlanBError {
     super(facts.stage, message, options);
     this.kind = facts.kind;
     this.exitCode = facts.exitCode;
+  }
+}
+
+// A stage the run stopped (killed, or tore down) because something else failed first: never the cause
+// of a failure, so whatever decides the reported cause skips it (pipeline/first-failure.ts).
+export class StoppedError extends PlanBError {
+  constructor(stage: Stage, what: string) {
+    super(stage, `${what} was stopped`);
   }
 }
 
@@ -120,4 +127,9 @@ export class InterruptedError extends PlanBError {
     super('signal', `interrupted by ${signal}`);
     this.signal = signal;
   }
+}
+
+// The message of anything thrown.
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

@@ -70,7 +70,6 @@ export function exitNameFor(error: unknown): ExitName {
         return 'CONFIG';
       case 'corrupt':
       case 'failed':
-      case 'stopped':
         return 'DUMP_FAILED';
     }
   }

@@ -8,12 +8,13 @@ import type { Config, DatabaseSelection } from './config.ts';
 import type { Scrub } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
 import type { DumpEngine } from './engines/types.ts';
-import { PlanBError } from './errors.ts';
+import { messageOf, PlanBError } from './errors.ts';
 import { EXIT_CODES, exitNameFor, worstExitName } from './exit-codes.ts';
 import type { Logger } from './log.ts';
 import { runProbe } from './probe.ts';
-import type { DatabaseOutcome, SummaryReport } from './report.ts';
-import { newRunId, runBackup, scrubber, type RunOptions } from './run.ts';
+import { errorReport, type DatabaseOutcome, type SummaryReport } from './report.ts';
+import { newRunId, scrubber, type RunOptions } from './outcome.ts';
+import { runBackup } from './run.ts';
 
 // After SIGTERM the current database's failure callback has had its few seconds; the summary gets
 // less, so that both fit in the platform's grace period (Cloud Run: 10 s).
@@ -91,7 +92,7 @@ export async function runDatabases(config: Config, selection: DatabaseSelection,
     database: { type: config.db.type, host: config.db.host },
     task,
     databases: outcomes,
-    error: failure === undefined ? undefined : { stage: failure instanceof PlanBError ? failure.stage : 'internal', code: exitNameFor(failure), message: scrub(messageOf(failure)) },
+    error: errorReport(failure, scrub),
     startedAt,
     finishedAt: now(),
     platform: config.platform,
@@ -116,8 +117,4 @@ export async function runDatabases(config: Config, selection: DatabaseSelection,
     }
   }
   return summary;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -1,15 +1,25 @@
-// The frame around a restore or a verification: run id, deadline and signal at the start; at the end
-// the report, its log line and the signed callback (whose failure alone gives CALLBACK_FAILED).
+// The frame around every run (a backup, a restore, a verification): run id, deadline and signal at the
+// start; at the end the report, its log line and the signed callback (whose failure alone gives
+// CALLBACK_FAILED).
+import { randomBytes } from 'node:crypto';
 import { sendCallback } from './callback/send.ts';
 import type { Config } from './config.ts';
 import type { Scrub } from './dump.ts';
-import { CallbackError, PlanBError } from './errors.ts';
+import { CallbackError, DeadlineError, messageOf, PlanBError } from './errors.ts';
 import type { Logger } from './log.ts';
+import { scrubSecrets } from './redact.ts';
 import { reportFor, type ObjectReport, type Operation, type RunReport, type VerificationReport } from './report.ts';
-import { messageOf, newRunId, scrubber, startDeadline, type RunOptions } from './run.ts';
 
-// After SIGTERM or the deadline, the failure callback gets this long (as in run.ts).
+// After SIGTERM or the deadline, the failure callback gets this long: inside Cloud Run's 10 s grace
+// and before main.ts's forced exit.
 const CALLBACK_AFTER_ABORT_MS = 5_000;
+
+export type RunOptions = {
+  log: Logger;
+  // Aborted by main.ts on SIGTERM/SIGINT, with an InterruptedError as the reason.
+  signal: AbortSignal;
+  now?: () => Date;
+};
 
 // What a running restore or verification carries from start to finish.
 export type RunContext = {
@@ -23,31 +33,37 @@ export type RunContext = {
   now: () => Date;
   // Marks the end of preparation (config checks, target probe): the rest is streaming.
   prepared(): void;
+  // Marks the end of streaming, when more follows (a verification after the backup).
+  streamed(): void;
   timings(): { prepareMs: number; streamMs: number };
   clearDeadline(): void;
 };
 
-// Starts the frame of one run.
-export function startRun(config: Config, operation: Operation, options: RunOptions): RunContext {
+// Starts the frame of one run; `aborts` are further reasons to stop it (a backup's stall watch).
+export function startRun(config: Config, operation: Operation, options: RunOptions, aborts: readonly AbortSignal[] = []): RunContext {
   const now = options.now ?? (() => new Date());
   const startedAt = now();
   const runId = newRunId(startedAt);
   const deadline = startDeadline(config.backup.timeoutMs);
   const start = performance.now();
   let preparedAt: number | undefined;
+  let streamedAt: number | undefined;
   return {
     operation,
     runId,
     log: options.log.child({ runId, operation }),
     scrub: scrubber(config.secrets),
-    signal: AbortSignal.any([options.signal, deadline.signal]),
+    signal: AbortSignal.any([options.signal, deadline.signal, ...aborts]),
     startedAt,
     now,
     prepared: () => {
       preparedAt ??= performance.now();
     },
+    streamed: () => {
+      streamedAt ??= performance.now();
+    },
     timings: () => {
-      const end = performance.now();
+      const end = streamedAt ?? performance.now();
       const prepare = (preparedAt ?? end) - start;
       return { prepareMs: Math.round(prepare), streamMs: Math.round(end - (preparedAt ?? end)) };
     },
@@ -94,4 +110,22 @@ export async function finishRun(config: Config, run: RunContext, outcome: Outcom
   }
   run.clearDeadline();
   return report;
+}
+
+// `20261122T043300Z-3f9a1c2e`: sortable by time, unique per run and per retry attempt.
+export function newRunId(at: Date): string {
+  const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${stamp}-${randomBytes(4).toString('hex')}`;
+}
+
+export function startDeadline(timeoutMs: number | undefined): { signal: AbortSignal; clear(): void } {
+  const controller = new AbortController();
+  if (timeoutMs === undefined) return { signal: controller.signal, clear: () => undefined };
+  const timer = setTimeout(() => controller.abort(new DeadlineError(timeoutMs)), timeoutMs);
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+}
+
+// Removes the run's secrets from text that leaves the process (whole occurrences only: redact.ts).
+export function scrubber(secrets: readonly string[]): Scrub {
+  return (text) => scrubSecrets(text, secrets);
 }

@@ -97,13 +97,16 @@ export function reportFor(config: Config, run: RunFacts): RunReport {
     startedAt: run.startedAt,
     finishedAt: run.finishedAt,
     durations: { totalMs: run.finishedAt.getTime() - run.startedAt.getTime(), ...run.durations },
-    error:
-      failure === undefined
-        ? undefined
-        : { stage: failure instanceof PlanBError ? failure.stage : 'internal', code: exitName, message: run.scrub(failure instanceof Error ? failure.message : JSON.stringify(failure)) },
+    error: errorReport(failure, run.scrub),
     verification: run.verification,
     platform: config.platform,
   };
+}
+
+// Why a run failed, for its last log line and its callback; undefined when it did not.
+export function errorReport(failure: unknown, scrub: (text: string) => string): ErrorReport | undefined {
+  if (failure === undefined) return undefined;
+  return { stage: failure instanceof PlanBError ? failure.stage : 'internal', code: exitNameFor(failure), message: scrub(failure instanceof Error ? failure.message : JSON.stringify(failure)) };
 }
 
 // What became of one database in a run over several (DB_NAMES).

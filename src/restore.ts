@@ -15,14 +15,13 @@ import { ENGINES } from './engines/registry.ts';
 import type { Compression, DbConfig, DbType, DumpCommand } from './engines/types.ts';
 import { ConfigError, DumpError, EncryptionError, StorageError } from './errors.ts';
 import type { Logger } from './log.ts';
-import { finishRun, type RunContext, startRun } from './outcome.ts';
+import { finishRun, type RunContext, type RunOptions, startRun } from './outcome.ts';
 import { createAgeDecryptor, ENCRYPTED_EXTENSION } from './pipeline/encrypt.ts';
 import { createMeter } from './pipeline/meter.ts';
 import type { ObjectReport, RunReport } from './report.ts';
 import { RESTORERS } from './restorers/registry.ts';
 import { DUMP_FORMATS, type Counts, type DumpFormat, type RunQuery } from './restorers/types.ts';
 import { slug } from './run.ts';
-import type { RunOptions } from './run.ts';
 import type { StorageTarget } from './storage/types.ts';
 import { STORAGE_DRIVERS } from './storage/registry.ts';
 import { formatBytes } from './units.ts';
@@ -136,7 +135,7 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
       // A wrong key or a damaged object makes age fail first; the decompressor and the tool then see
       // a short or empty stream and fail after it: age's failure is the cause.
       const decryptFailure = decryptor && (await failureWithin(decryptor.exited, TOOL_EXIT_GRACE_MS));
-      if (decryptFailure instanceof EncryptionError && decryptFailure.kind !== 'stopped') throw decryptFailure;
+      if (decryptFailure instanceof EncryptionError) throw decryptFailure;
       throw damaged(error);
     } finally {
       decryptor?.kill();

@@ -1,25 +1,24 @@
 // The recipe of one backup, top to bottom: prepare the dump command → stream dump → compress → encrypt →
 // meter → hold until the tool exited 0 → upload → report (→ callback). Never throws: every outcome is a report.
-import { randomBytes } from 'node:crypto';
 import { basename, extname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { sendCallback } from './callback/send.ts';
 import type { Config } from './config.ts';
-import { createSecretsDir, removeSecretsDir, runPreflight, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
+import { createSecretsDir, removeSecretsDir, runPreflight, startDump, toolVersion, writeCredentialFiles } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
 import type { DbConfig } from './engines/types.ts';
-import { CallbackError, ConfigError, DeadlineError, DumpError, EncryptionError, PlanBError, StorageError } from './errors.ts';
+import { ConfigError, DumpError, StorageError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
 import { watchRaw, watchZstd } from './pipeline/completeness.ts';
 import { ENCRYPTED_EXTENSION, startEncryptor } from './pipeline/encrypt.ts';
+import { firstFailure } from './pipeline/first-failure.ts';
 import { holdUntilExit } from './pipeline/hold-until-exit.ts';
 import { createMeter } from './pipeline/meter.ts';
 import { watchStall } from './pipeline/stall.ts';
-import { scrubSecrets } from './redact.ts';
+import { finishRun, startRun, type RunContext, type RunOptions } from './outcome.ts';
 import { captureFacts, factsKey, storeFacts, unitOf, type Facts, type FactsCapture } from './facts.ts';
-import { reportFor, type ObjectReport, type RunReport, type VerificationReport } from './report.ts';
+import type { ObjectReport, RunReport, VerificationReport } from './report.ts';
 import type { StorageDriver, StorageTarget } from './storage/types.ts';
 import { logVerification, verificationFailure, verifyObject } from './verify.ts';
 import { STORAGE_DRIVERS } from './storage/registry.ts';
@@ -32,105 +31,51 @@ const DAY_MS = 86_400_000;
 const AGE_CONTENT_TYPE = 'application/octet-stream';
 // A progress line at least this often on long dumps.
 const PROGRESS_INTERVAL_MS = 10_000;
-// After SIGTERM or the deadline, the failure callback gets this long: inside Cloud Run's 10 s grace
-// and before main.ts's forced exit.
-const CALLBACK_AFTER_ABORT_MS = 5_000;
 
-export type RunOptions = {
-  log: Logger;
-  // Aborted by main.ts on SIGTERM/SIGINT, with an InterruptedError as the reason.
-  signal: AbortSignal;
-  now?: () => Date;
-};
-
-// Runs one backup and returns its report; the exit code is in the report.
+// Runs one backup (and its verification with BACKUP_VERIFY) and returns its report; the exit code is
+// in the report. Never throws.
 export async function runBackup(config: Config, options: RunOptions): Promise<RunReport> {
-  const now = options.now ?? (() => new Date());
-  const startedAt = now();
-  const runId = newRunId(startedAt);
-  const log = options.log.child({ runId });
-  const scrub = scrubber(config.secrets);
-  const engine = ENGINES[config.db.type];
-  const deadline = startDeadline(config.backup.timeoutMs);
   // Aborted by the stall watch (pipeline/stall.ts) with a StorageError: the store stopped taking bytes.
   const stall = new AbortController();
-  const signal = AbortSignal.any([options.signal, deadline.signal, stall.signal]);
-
-  const facts = { tool: { name: engine.tools(config.db)[0] ?? 'unknown', version: 'unknown' }, rawBytes: 0, prepareMs: 0, streamMs: 0 };
+  const run = startRun(config, 'backup', options, [stall.signal]);
+  const { log, signal } = run;
+  const facts = { tool: { name: ENGINES[config.db.type].tools(config.db)[0] ?? 'unknown', version: 'unknown' }, rawBytes: 0 };
+  const context: BackupContext = { run, stall, facts, dumpFacts: undefined };
   let object: ObjectReport | undefined;
   let verification: VerificationReport | undefined;
   let failure: unknown;
-  const context: BackupContext = { runId, log, scrub, signal, stall, facts, now, dumpFacts: undefined };
   try {
     object = await backup(config, context);
   } catch (error) {
     failure = signal.aborted ? signal.reason : error;
   }
+  run.streamed();
   if (object && config.job.verifyAfterBackup) {
     log.info({ key: object.key }, 'backup stored; verifying it in a throw-away server');
     try {
       const target = STORAGE_DRIVERS[config.storage.type].open(config.storage, config.storage.settings);
-      ({ verification } = await verifyObject(config, { target, key: object.key, storedBytes: object.bytes, facts: context.dumpFacts, log, scrub, signal }));
+      ({ verification } = await verifyObject(config, { target, key: object.key, storedBytes: object.bytes, facts: context.dumpFacts, log, scrub: run.scrub, signal }));
       logVerification(log, verification);
       failure = verificationFailure(verification);
     } catch (error) {
       failure = signal.aborted ? signal.reason : error;
     }
   }
-
-  let report = { ...buildReport(config, { runId, startedAt, finishedAt: now(), facts, object, failure, scrub }), verification };
-  if (failure === undefined) {
-    log.info({ object, rawBytes: report.rawBytes, durations: report.durations }, 'backup stored');
-  } else {
-    log.error(
-      { exitCode: report.exitCode, exitName: report.exitName, stage: report.error?.stage, err: failure instanceof PlanBError ? undefined : failure },
-      `backup failed: ${report.error?.message}`,
-    );
-  }
-
-  if (config.callback) {
-    // A stored backup's callback runs within what is left of the deadline; a failure's, when the run
-    // was aborted, within a short budget of its own.
-    const callbackSignal = signal.aborted ? AbortSignal.timeout(CALLBACK_AFTER_ABORT_MS) : signal;
-    try {
-      await sendCallback(config.callback, report, { signal: callbackSignal, log, secrets: config.secrets });
-    } catch (error) {
-      if (report.status === 'failed') {
-        log.warn({ err: error }, 'the failure callback could not be delivered; the backup failure decides the exit code');
-      } else {
-        const callbackFailure = error instanceof CallbackError ? error : new CallbackError(messageOf(error), { attempts: 0 }, { cause: error });
-        report = { ...buildReport(config, { runId, startedAt, finishedAt: now(), facts, object, failure: callbackFailure, scrub }), verification };
-        log.error({ exitCode: report.exitCode, exitName: report.exitName, object }, `backup stored, but the callback failed: ${report.error?.message}`);
-      }
-    }
-  }
-  deadline.clear();
-  return report;
-}
-
-function buildReport(
-  config: Config,
-  run: { runId: string; startedAt: Date; finishedAt: Date; facts: BackupContext['facts']; object: ObjectReport | undefined; failure: unknown; scrub: Scrub },
-): RunReport {
-  const { facts } = run;
-  return reportFor(config, { ...run, operation: 'backup', tool: facts.tool, rawBytes: facts.rawBytes, durations: { prepareMs: facts.prepareMs, streamMs: facts.streamMs } });
+  return finishRun(config, run, { failure, object, verification, rawBytes: facts.rawBytes, tool: facts.tool, successMessage: 'backup stored' });
 }
 
 type BackupContext = {
-  runId: string;
-  log: Logger;
-  scrub: Scrub;
-  signal: AbortSignal;
+  run: RunContext;
   stall: AbortController;
-  facts: { tool: { name: string; version: string }; rawBytes: number; prepareMs: number; streamMs: number };
-  now: () => Date;
+  // What the report tells of the dump: the tool that ran, and the bytes it wrote.
+  facts: { tool: { name: string; version: string }; rawBytes: number };
   // Row or key counts captured with the dump (BACKUP_FACTS, BACKUP_VERIFY), set once it is stored.
   dumpFacts: Facts | undefined;
 };
 
 async function backup(config: Config, context: BackupContext): Promise<ObjectReport> {
-  const { log, signal, facts } = context;
-  const prepareStart = performance.now();
+  const { run, facts } = context;
+  const { log, signal } = run;
   const engine = ENGINES[config.db.type];
   const path = config.toolEnv.PATH ?? '';
   const tool = which(engine.tools(config.db), path);
@@ -142,23 +87,23 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
   const compression = config.backup.compression;
   const encryption = config.backup.encryption;
   const key =
-    `${config.backup.prefix}${config.db.type}-${slug(config.db)}-${context.runId}${engine.extension(config.db)}${EXTENSION[compression]}` +
+    `${config.backup.prefix}${config.db.type}-${slug(config.db)}-${run.runId}${engine.extension(config.db)}${EXTENSION[compression]}` +
     (encryption ? ENCRYPTED_EXTENSION : '');
   const retention = config.storage.retention;
-  const retainUntil = retention && { date: new Date(context.now().getTime() + retention.days * DAY_MS), mode: retention.mode };
+  const retainUntil = retention && { date: new Date(run.now().getTime() + retention.days * DAY_MS), mode: retention.mode };
   const target = STORAGE_DRIVERS[config.storage.type].open(config.storage, config.storage.settings);
   const secretsDir = await createSecretsDir(log);
   // Row counts taken for the dump (BACKUP_FACTS, BACKUP_VERIFY): PostgreSQL's holds the dump's snapshot open.
   let capture: FactsCapture | undefined;
   try {
-    await runPreflight(engine, config.db, { secretsDir, tool: tool.file, compression, baseEnv: config.toolEnv, signal, log, scrub: context.scrub });
+    await runPreflight(engine, config.db, { secretsDir, tool: tool.file, compression, baseEnv: config.toolEnv, signal, log, scrub: run.scrub });
     const plain = engine.command(config.db, { secretsDir, tool: tool.file, compression });
     await writeCredentialFiles(plain);
-    if (config.job.captureFacts) capture = await captureFacts(config, plain, { secretsDir, log, scrub: context.scrub, signal });
+    if (config.job.captureFacts) capture = await captureFacts(config, plain, { secretsDir, log, scrub: run.scrub, signal });
     const command = capture?.command ?? plain;
     const driver: StorageDriver = STORAGE_DRIVERS[config.storage.type];
-    const sizeHint = driver.plansParts ? await plannedSize(config, { signal, scrub: context.scrub, log }) : config.backup.expectedSize;
-    facts.prepareMs = Math.round(performance.now() - prepareStart);
+    const sizeHint = driver.plansParts ? await plannedSize(config, { signal, scrub: run.scrub, log }) : config.backup.expectedSize;
+    run.prepared();
     signal.throwIfAborted();
 
     // Started before the dump: an image without age fails here, before any byte is read.
@@ -171,7 +116,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     log.info(
       {
         tool: facts.tool,
-        args: command.args.map(context.scrub),
+        args: command.args.map(run.scrub),
         compressor: compressor?.describe ?? 'none',
         ...(encryption && { encryption: { format: 'age', recipients: encryption.recipients } }),
         ...(retainUntil && { retainUntil: { date: retainUntil.date.toISOString(), mode: retainUntil.mode } }),
@@ -183,16 +128,20 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     );
     const streamStart = performance.now();
     // A compressor with an `input` reads the dump's stdout itself: the raw bytes stay out of JavaScript.
-    const dump = startDump(command, engine, { baseEnv: config.toolEnv, signal, log, scrub: context.scrub, stdout: compressor?.input });
+    const dump = startDump(command, engine, { baseEnv: config.toolEnv, signal, log, scrub: run.scrub, stdout: compressor?.input });
     compressor?.releaseInput();
     const raw = createMeter({ hash: false });
     const rawBytes = () => compressor?.rawBytes() ?? raw.bytes();
     const stored = createMeter({ hash: true });
+    // Every stage reports its own failure as it happens; the first is the cause the run reports.
+    const failures = firstFailure();
+    for (const stage of [dump.exited, compressor?.exited, encryptor?.exited]) failures.watch(stage);
     // What the hold stage waits for before it lets the end of the stream reach storage.
     const finished = Promise.all([dump.exited, compressor?.exited, encryptor?.exited]).then(async () => {
       if (rawBytes() === 0) throw new DumpError(`${tool.name} exited 0 but wrote nothing`, { kind: 'empty' });
       await watch.verdict;
     });
+    failures.watch(finished);
     const progress = setInterval(() => {
       const seconds = (performance.now() - streamStart) / 1000;
       log.info(
@@ -200,8 +149,6 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
         `dumped ${formatBytes(rawBytes())}, stored ${formatBytes(stored.bytes())}`,
       );
     }, PROGRESS_INTERVAL_MS);
-    // The store's own failure (or a configuration problem only the store could see), if it failed first.
-    let storageFailure: StorageError | ConfigError | undefined;
     try {
       let url = '';
       // The last stage gets the hold stage itself as `body` (pipeline passes Node streams on as they are).
@@ -211,14 +158,15 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
           body,
           signal,
           contentType: encryption ? AGE_CONTENT_TYPE : CONTENT_TYPE[compression],
-          metadata: { 'planb-run-id': context.runId, 'planb-db-type': config.db.type, 'planb-dump-tool': facts.tool.version },
+          metadata: { 'planb-run-id': run.runId, 'planb-db-type': config.db.type, 'planb-dump-tool': facts.tool.version },
           lateMetadata: () => ({ 'planb-sha256': stored.sha256() }),
           sizeHint,
           retainUntil,
           log,
         }).catch((error: unknown) => {
-          // A target rejects with a StorageError only for its own failure (see failure.ts).
-          if (error instanceof StorageError || error instanceof ConfigError) storageFailure = error;
+          // A target rejects with a StorageError (or a ConfigError only the store could see) only for
+          // its own failure, not for a body that another stage's failure cut short (see failure.ts).
+          if (error instanceof StorageError || error instanceof ConfigError) failures.record(error);
           throw error;
         }));
       };
@@ -233,7 +181,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       // @types/node has no overload for a variable number of stages ending in a function.
       await pipeline(stages as unknown as NodeJS.ReadWriteStream[], { signal }).finally(() => stall.stop());
       facts.rawBytes = rawBytes();
-      if (capture) context.dumpFacts = await keepFacts(config, target, key, capture, { runId: context.runId, rawBytes: facts.rawBytes, log, signal, now: context.now });
+      if (capture) context.dumpFacts = await keepFacts(config, target, key, capture, { runId: run.runId, rawBytes: facts.rawBytes, log, signal, now: run.now });
       return {
         storageType: config.storage.type,
         bucket: config.storage.bucket,
@@ -247,21 +195,16 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       };
     } catch (error) {
       facts.rawBytes = rawBytes();
+      // What still runs is stopped (a StoppedError, never a cause). Once every child has exited, each
+      // stage that failed on its own has said so: age, for one, only after its stderr closed.
       dump.stop();
       compressor?.kill();
       encryptor?.kill();
-      // The first failure explains the rest: storage failing makes the dump die of a broken pipe,
-      // a dump dying makes the upload abort.
+      await Promise.allSettled([dump.exited, compressor?.exited, encryptor?.exited]);
       if (signal.aborted) throw signal.reason;
-      if (storageFailure) throw storageFailure;
-      // A failing encryptor makes the compressor and the dump die of a broken pipe, never the reverse
-      // (they end its input cleanly): its own failure, when it has one, is the root cause.
-      const encryptorFailure = encryptor && (await settledFailure(encryptor.exited));
-      if (encryptorFailure instanceof EncryptionError && encryptorFailure.kind !== 'stopped') throw encryptorFailure;
-      throw (await settledFailure(finished)) ?? error;
+      throw failures.first ?? error;
     } finally {
       clearInterval(progress);
-      facts.streamMs = Math.round(performance.now() - streamStart);
       await Promise.allSettled([dump.exited, compressor?.exited, encryptor?.exited]);
     }
   } finally {
@@ -294,41 +237,8 @@ async function keepFacts(
   }
 }
 
-// The rejection of a promise that has already settled (or settles in a moment), else undefined.
-async function settledFailure(promise: Promise<unknown>): Promise<unknown> {
-  const pending = Symbol('pending');
-  const timer = new Promise((resolve) => setTimeout(resolve, 50, pending));
-  const outcome = await Promise.race([promise.then(() => undefined, (error: unknown) => error), timer]);
-  if (outcome === pending) return undefined;
-  if (outcome instanceof DumpError && outcome.message.endsWith('was stopped')) return undefined;
-  if (outcome instanceof EncryptionError && outcome.kind === 'stopped') return undefined;
-  return outcome;
-}
-
-// `20261122T043300Z-3f9a1c2e`: sortable by time, unique per run and per retry attempt.
-export function newRunId(at: Date): string {
-  const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-  return `${stamp}-${randomBytes(4).toString('hex')}`;
-}
-
 // The database part of the key: its name made safe for every store (`shop`, `all`, `app` for app.db).
 export function slug(db: DbConfig): string {
   const name = db.allDatabases ? 'all' : db.type === 'sqlite' ? basename(db.name ?? 'db', extname(db.name ?? '')) : (db.name ?? db.type);
   return name.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 64) || db.type;
-}
-
-export function startDeadline(timeoutMs: number | undefined): { signal: AbortSignal; clear(): void } {
-  const controller = new AbortController();
-  if (timeoutMs === undefined) return { signal: controller.signal, clear: () => undefined };
-  const timer = setTimeout(() => controller.abort(new DeadlineError(timeoutMs)), timeoutMs);
-  return { signal: controller.signal, clear: () => clearTimeout(timer) };
-}
-
-// Removes the run's secrets from text that leaves the process (whole occurrences only: redact.ts).
-export function scrubber(secrets: readonly string[]): Scrub {
-  return (text) => scrubSecrets(text, secrets);
-}
-
-export function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

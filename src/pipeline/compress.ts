@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Duplex, type Readable, type Transform, type Writable } from 'node:stream';
 import { constants, createGzip, createZstdCompress } from 'node:zlib';
-import { DumpError } from '../errors.ts';
+import { DumpError, StoppedError } from '../errors.ts';
 import type { Compression } from '../engines/types.ts';
 import { which } from '../which.ts';
 import { coalesce } from './coalesce.ts';
@@ -87,6 +87,8 @@ function startCli(file: string, name: string, cli: Cli, level: number, path: str
     child.stderr.once('close', resolve);
   });
   let finalRawBytes: number | undefined;
+  // Set when kill() stopped it because something else failed: its death is then not a failure of its own.
+  let stopped = false;
   const exited = new Promise<void>((resolve, reject) => {
     child.once('error', (error) => reject(new DumpError(`${name} could not start: ${error.message}`, { kind: 'failed', stage: 'compress' }, { cause: error })));
     // 'exit', not 'close': after a failure elsewhere the stdio pipes may never close on their own.
@@ -97,6 +99,7 @@ function startCli(file: string, name: string, cli: Cli, level: number, path: str
   const settle = async (code: number | null, signal: NodeJS.Signals | null): Promise<void> => {
     await Promise.race([stderrClosed, new Promise((resolve) => setTimeout(resolve, STDERR_GRACE_MS).unref())]);
     const problems = stderr.split('\n').filter((line) => line.trim() !== '' && !ZSTD_CHATTER.test(line)).join('\n');
+    if (stopped && code === null) throw new StoppedError('compress', name);
     if (code !== 0) {
       throw new DumpError(`${name} failed (${signal ? `killed by ${signal}` : `exit code ${code}`})${problems ? `: ${problems}` : ''}`, {
         kind: 'failed',
@@ -135,7 +138,10 @@ function startCli(file: string, name: string, cli: Cli, level: number, path: str
     describe: [name, ...args.filter((arg) => !['-c', '-q', '-vv', '--no-progress'].includes(arg))].join(' '),
     exited,
     kill: () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (child.exitCode === null && child.signalCode === null) {
+        stopped = true;
+        child.kill('SIGKILL');
+      }
       if (!inputReleased) child.stdin.destroy();
       child.stdout.destroy();
     },
@@ -162,7 +168,13 @@ function startZlib(compression: 'zstd' | 'gzip', level: number): Compressor {
       : createGzip({ level, chunkSize: 128 * 1024 });
   const exited = new Promise<void>((resolve, reject) => {
     zlibStream.once('end', resolve);
-    zlibStream.once('error', (error) => reject(new DumpError(`node:zlib ${compression} failed: ${error.message}`, { kind: 'failed', stage: 'compress' }, { cause: error })));
+    // zlib's own failures carry its codes; any other error was put there by the pipeline tearing the
+    // stream down after another stage failed, and a close without an end is kill().
+    zlibStream.once('error', (error: NodeJS.ErrnoException) => {
+      const own = /^(Z_|ERR_ZLIB|ERR__ZSTD)/.test(error.code ?? '');
+      reject(own ? new DumpError(`node:zlib ${compression} failed: ${error.message}`, { kind: 'failed', stage: 'compress' }, { cause: error }) : new StoppedError('compress', `node:zlib ${compression}`));
+    });
+    zlibStream.once('close', () => reject(new StoppedError('compress', `node:zlib ${compression}`)));
   });
   exited.catch(() => undefined);
   return {

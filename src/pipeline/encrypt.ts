@@ -6,7 +6,7 @@
 // docs/encryption.md (measured figures in BENCHMARKS.md).
 import { spawn } from 'node:child_process';
 import { Duplex } from 'node:stream';
-import { EncryptionError } from '../errors.ts';
+import { EncryptionError, StoppedError } from '../errors.ts';
 import { which } from '../which.ts';
 
 // Extension the encryption adds to the key, after the compression's.
@@ -30,7 +30,7 @@ export type AgeStage = {
   stage: Duplex;
   // What does the work, for the log: `age 1.1.1 to 2 recipients`.
   describe: string;
-  // Resolves when age exited 0; rejects with an EncryptionError otherwise (kind 'stopped' after kill()).
+  // Resolves when age exited 0; rejects with an EncryptionError otherwise (a StoppedError after kill()).
   exited: Promise<void>;
   // Stops it at once (after a failure elsewhere).
   kill(): void;
@@ -123,7 +123,7 @@ function startAge(args: string[], path: string, direction: 'encrypt' | 'decrypt'
       if (code === 0) return resolve();
       // Killed by kill(): not a failure of its own. An exit code means age ended by itself, even if
       // kill() came too late to matter.
-      if (stopped && code === null) return reject(new EncryptionError(`${AGE_CLI} was stopped`, { kind: 'stopped', stage: direction }));
+      if (stopped && code === null) return reject(new StoppedError(direction, AGE_CLI));
       void stderrClosed.then(() => reject(ageFailure(direction, code, signal, stderr)));
     });
   });

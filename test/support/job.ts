@@ -1,9 +1,10 @@
 // Runs the bundled job (dist/main.js) as a child process, the way a scheduler does, and collects
 // its exit, its JSON log lines and its peak memory.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, symlink } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { assertNoSecrets, registerRun, secretsOf } from './secret-scan.ts';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
@@ -37,6 +38,38 @@ export async function fakeToolDir(names: string[]): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'planb-fakebin-'));
   for (const name of names) await symlink(FAKE_DUMP, join(dir, name));
   return dir;
+}
+
+// Where a test file runs the job against the fake dump tool: `bin` holds the tool under `tools` (first
+// on PATH), `work` is the file's scratch folder and `tmp` the job's TMPDIR. Made before the file's
+// tests and removed after them.
+export type FakeWorkspace = { bin: string; work: string; tmp: string };
+
+export function useFakeWorkspace(name: string, tools: string[]): FakeWorkspace {
+  const workspace: FakeWorkspace = { bin: '', work: '', tmp: '' };
+  before(async () => {
+    workspace.bin = await fakeToolDir(tools);
+    workspace.work = await mkdtemp(join(tmpdir(), `planb-${name}-`));
+    workspace.tmp = await mkdtemp(join(tmpdir(), `planb-${name}-tmp-`));
+  });
+  after(async () => {
+    for (const dir of [workspace.bin, workspace.work, workspace.tmp]) await rm(dir, { recursive: true, force: true });
+  });
+  return workspace;
+}
+
+// The environment of a job that dumps with the fake tool (`args`: its --fake-… options) into a local
+// bucket in the workspace; `env` adds to it or overrides it.
+export function fakeJobEnv(workspace: FakeWorkspace, args: string[], env: Record<string, string>): Record<string, string> {
+  return {
+    PATH: `${workspace.bin}:${process.env.PATH ?? ''}`,
+    TMPDIR: workspace.tmp,
+    DB_HOST: '127.0.0.1',
+    DB_EXTRA_ARGS: JSON.stringify(args),
+    STORAGE_TYPE: 'local',
+    STORAGE_BUCKET: join(workspace.work, 'bucket'),
+    ...env,
+  };
 }
 
 // Runs the job with exactly `env` (plus PATH/HOME when not given) and waits for it to exit. Fails if

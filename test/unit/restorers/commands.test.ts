@@ -87,10 +87,13 @@ describe('restore commands', () => {
 });
 
 describe('object keys', () => {
-  test('the suffixes name the compression and the dump format', () => {
-    assert.deepEqual(describeKey('daily/postgresql-shop-20261122T043300Z-3f9a1c2e.dump.zst'), { compression: 'zstd', format: 'custom' });
-    assert.deepEqual(describeKey('mariadb-shop-20261122T043300Z-3f9a1c2e.sql.gz'), { compression: 'gzip', format: 'sql' });
-    assert.deepEqual(describeKey('redis-0-20261122T043300Z-3f9a1c2e.rdb'), { compression: 'none', format: 'rdb' });
+  test('the suffixes name the encryption, the compression and the dump format', () => {
+    assert.deepEqual(describeKey('daily/postgresql-shop-20261122T043300Z-3f9a1c2e.dump.zst'), { compression: 'zstd', format: 'custom', encrypted: false });
+    assert.deepEqual(describeKey('mariadb-shop-20261122T043300Z-3f9a1c2e.sql.gz'), { compression: 'gzip', format: 'sql', encrypted: false });
+    assert.deepEqual(describeKey('redis-0-20261122T043300Z-3f9a1c2e.rdb'), { compression: 'none', format: 'rdb', encrypted: false });
+    assert.deepEqual(describeKey('sqlite-app-20261122T043300Z-3f9a1c2e.sql.zst.age'), { compression: 'zstd', format: 'sql', encrypted: true });
+    assert.deepEqual(describeKey('postgresql-shop-20261122T043300Z-3f9a1c2e.dump.age'), { compression: 'none', format: 'custom', encrypted: true });
+    assert.equal(describeKey('x.sql.zst.age.facts.json'), undefined);
     assert.equal(describeKey('notes.txt'), undefined);
     assert.equal(describeKey('x.dump.zst.facts.json'), undefined);
   });
