@@ -46,18 +46,7 @@ export const count = makeValidator<number>((input) => {
 // A list: a JSON array of strings, or words separated by white space.
 export const list = makeValidator<string[]>((input) => {
   const trimmed = input.trim();
-  if (trimmed.startsWith('[')) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(trimmed);
-    } catch {
-      throw new Error('is not a valid JSON array');
-    }
-    if (!Array.isArray(parsed) || !parsed.every((item) => typeof item === 'string')) {
-      throw new Error('must be a JSON array of strings');
-    }
-    return parsed;
-  }
+  if (trimmed.startsWith('[')) return jsonStrings(trimmed);
   return trimmed === '' ? [] : trimmed.split(/\s+/);
 });
 
@@ -91,22 +80,22 @@ function parseStringMap(input: string): Record<string, string> {
   return parsed as Record<string, string>;
 }
 
+// A JSON array of strings, the other form every list variable takes.
+function jsonStrings(text: string): string[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error('is not a valid JSON array');
+  }
+  if (!Array.isArray(parsed) || !parsed.every((item) => typeof item === 'string')) throw new Error('must be a JSON array of strings');
+  return parsed;
+}
+
 // Names: a JSON array of strings, or names separated by commas (white space around each is dropped).
 export const nameList = makeValidator<string[]>((input) => {
   const trimmed = input.trim();
-  let names: string[];
-  if (trimmed.startsWith('[')) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(trimmed);
-    } catch {
-      throw new Error('is not a valid JSON array');
-    }
-    if (!Array.isArray(parsed) || !parsed.every((item) => typeof item === 'string')) throw new Error('must be a JSON array of strings');
-    names = parsed.map((name) => name.trim());
-  } else {
-    names = trimmed.split(',').map((name) => name.trim());
-  }
+  const names = (trimmed.startsWith('[') ? jsonStrings(trimmed) : trimmed.split(',')).map((name) => name.trim());
   if (names.some((name) => name === '')) throw new Error('contains an empty name');
   return [...new Set(names)];
 });

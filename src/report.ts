@@ -4,6 +4,7 @@ import { CallbackError, PlanBError, type Stage } from './errors.ts';
 import { EXIT_CODES, exitNameFor, type ExitName } from './exit-codes.ts';
 import type { DbType, Compression } from './engines/types.ts';
 import type { StorageType } from './storage/registry.ts';
+import type { CallbackVerification } from './callback/payload-types.ts';
 
 // The stored object: the backup's when it succeeded, or the object a restore or verification read.
 export type ObjectReport = {
@@ -26,22 +27,9 @@ export type ErrorReport = { stage: Stage; code: ExitName; message: string };
 // What a run did: a backup (perhaps verified), a restore of a stored object, or a verification of one.
 export type Operation = 'backup' | 'restore' | 'verify';
 
-// The outcome of restoring an object into a throw-away server and comparing it with the dump's facts.
-export type VerificationReport = {
-  status: 'passed' | 'failed';
-  // What the counts are: rows per table, keys per Redis database, databases of a cluster.
-  unit: 'rows' | 'keys' | 'databases';
-  // Whether facts captured at dump time were found to compare with.
-  factsFound: boolean;
-  // Tables (or keyspaces, databases) compared, and the rows (or keys) they hold in the dump.
-  tables: number;
-  rowsCompared: number;
-  // Every name whose count differs; null where the name is absent on that side.
-  mismatches: { name: string; expected: number | null; actual: number | null }[];
-  // The restored counts, for the log line.
-  counts: Record<string, number>;
-  durationMs: number;
-};
+// The outcome of restoring an object into a throw-away server and comparing it with the dump's facts:
+// what the callback carries (its type is the receivers' contract), and every restored count for the log.
+export type VerificationReport = CallbackVerification & { counts: Record<string, number> };
 
 export type RunReport = {
   operation: Operation;

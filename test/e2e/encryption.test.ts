@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { EXIT_CODES } from '../../src/exit-codes.ts';
 import { runJob, type JobResult } from '../support/job.ts';
 import { findBinary, requireBinaries } from '../support/require-binary.ts';
-import { startMariadb, startPostgres, startRedis } from '../support/servers.ts';
+import { postgresJobEnv, startMariadb, startPostgres, startRedis } from '../support/servers.ts';
 
 const run = promisify(execFile);
 const MAX_BUFFER = 256 * 1024 * 1024;
@@ -78,8 +78,7 @@ describe('encrypted backups restore with the stock tools after age -d', () => {
         INSERT INTO orders SELECT i, 'Zoë 🚀 ' || i, decode(md5(i::text), 'hex') FROM generate_series(1, 5000) i;`, 'shop');
       const bucket = join(work, 'pg');
       const result = await runJob({
-        PATH: `${pg.binDir}:${process.env.PATH ?? ''}`,
-        DB_TYPE: 'postgresql', DB_HOST: pg.host, DB_PORT: String(pg.port), DB_NAME: 'shop', DB_USERNAME: pg.user, DB_PASSWORD: pg.password,
+        ...postgresJobEnv(pg), DB_NAME: 'shop',
         STORAGE_TYPE: 'local', STORAGE_BUCKET: bucket,
         BACKUP_ENCRYPTION_RECIPIENTS: keys.map((key) => key.recipient).join('\n'),
       });
@@ -94,7 +93,7 @@ describe('encrypted backups restore with the stock tools after age -d', () => {
       assert.equal(await digest('restored'), await digest('shop'));
 
       // The job's own restore: age -d, zstd, then pg_restore's stdin; a wrong key never reaches pg_restore.
-      const jobEnv = { PATH: `${pg.binDir}:${process.env.PATH ?? ''}`, DB_TYPE: 'postgresql', DB_HOST: pg.host, DB_PORT: String(pg.port), DB_USERNAME: pg.user, DB_PASSWORD: pg.password, STORAGE_TYPE: 'local', STORAGE_BUCKET: bucket, JOB_MODE: 'restore', RESTORE_KEY: 'latest', RESTORE_SOURCE: 'shop' };
+      const jobEnv = { ...postgresJobEnv(pg), STORAGE_TYPE: 'local', STORAGE_BUCKET: bucket, JOB_MODE: 'restore', RESTORE_KEY: 'latest', RESTORE_SOURCE: 'shop' };
       await pg.createDatabase('by_job');
       const stranger = join(work, 'pg-stranger.key');
       await run('age-keygen', ['-o', stranger]);

@@ -12,7 +12,7 @@ import { EXIT_CODES } from '../../src/exit-codes.ts';
 import { freePort } from '../support/ports.ts';
 import { requireBinaries } from '../support/require-binary.ts';
 import { runJob, type JobResult } from '../support/job.ts';
-import { startMariadb, startPostgres, startRedis, type MariadbServer, type PostgresServer } from '../support/servers.ts';
+import { postgresJobEnv, startMariadb, startPostgres, startRedis, type MariadbServer, type PostgresServer } from '../support/servers.ts';
 
 let work: string;
 before(async () => {
@@ -59,13 +59,10 @@ describe('postgresql', () => {
   after(() => pg?.stop());
 
   const env = (bucket: string, extra: Record<string, string> = {}) => ({
-    PATH: `${pg.binDir}:${process.env.PATH ?? ''}`,
+    ...postgresJobEnv(pg),
+    // The alias: DB_TYPE=postgres is postgresql.
     DB_TYPE: 'postgres',
-    DB_HOST: pg.host,
-    DB_PORT: String(pg.port),
     DB_NAME: 'shop',
-    DB_USERNAME: pg.user,
-    DB_PASSWORD: pg.password,
     STORAGE_TYPE: 'local',
     STORAGE_BUCKET: bucket,
     BACKUP_PATH: 'daily/',

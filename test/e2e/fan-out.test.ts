@@ -14,7 +14,7 @@ import { EXIT_CODES } from '../../src/exit-codes.ts';
 import { fakeToolDir, runJob, type JobResult } from '../support/job.ts';
 import { findBinary, requireBinaries } from '../support/require-binary.ts';
 import { requireS3rver, startS3Server } from '../support/s3-server.ts';
-import { startMariadb, startPostgres, type MariadbServer, type PostgresServer } from '../support/servers.ts';
+import { postgresJobEnv, startMariadb, startPostgres, type MariadbServer, type PostgresServer } from '../support/servers.ts';
 import { startWebhookReceiver, type WebhookReceiver } from '../support/webhook-receiver.ts';
 
 const SECRET = `whsec_${Buffer.alloc(32, 9).toString('base64')}`;
@@ -72,12 +72,7 @@ describe('postgresql', () => {
   after(() => pg?.stop());
 
   const env = (bucket: string, extra: Record<string, string> = {}) => ({
-    PATH: `${pg.binDir}:${process.env.PATH ?? ''}`,
-    DB_TYPE: 'postgresql',
-    DB_HOST: pg.host,
-    DB_PORT: String(pg.port),
-    DB_USERNAME: pg.user,
-    DB_PASSWORD: pg.password,
+    ...postgresJobEnv(pg),
     STORAGE_TYPE: 'local',
     STORAGE_BUCKET: bucket,
     BACKUP_PATH: 'pg/',

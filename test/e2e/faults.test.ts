@@ -4,13 +4,12 @@
 // answers with an endless body, SIGTERM during the callback, and what a SIGKILLed run leaves behind.
 import assert from 'node:assert/strict';
 import { createServer as createHttpServer } from 'node:http';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { EXIT_CODES } from '../../src/exit-codes.ts';
-import { fakeToolDir, runJob, type JobResult, type LogLine } from '../support/job.ts';
+import { fakeJobEnv, runJob, useFakeWorkspace, type JobResult, type LogLine } from '../support/job.ts';
 import { requireS3rver, startS3Server } from '../support/s3-server.ts';
 
 const MiB = 1024 * 1024;
@@ -20,33 +19,10 @@ const MAX_RSS = 256 * MiB;
 const MAX_MS = 90_000;
 const CALLBACK_SECRET = `whsec_${Buffer.alloc(32, 5).toString('base64')}`;
 
-let bin: string;
-let work: string;
-let jobTmp: string;
-before(async () => {
-  bin = await fakeToolDir(['mongodump']);
-  work = await mkdtemp(join(tmpdir(), 'planb-faults-'));
-  jobTmp = await mkdtemp(join(tmpdir(), 'planb-faults-tmp-'));
-});
-after(async () => {
-  await rm(bin, { recursive: true, force: true });
-  await rm(work, { recursive: true, force: true });
-  await rm(jobTmp, { recursive: true, force: true });
-});
+const workspace = useFakeWorkspace('faults', ['mongodump']);
 
 function env(extraArgs: string[], extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    PATH: `${bin}:${process.env.PATH ?? ''}`,
-    TMPDIR: jobTmp,
-    DB_TYPE: 'mongodb',
-    DB_HOST: '127.0.0.1',
-    DB_NAME: 'shop',
-    DB_PASSWORD: 'fault-password-1d2e3f',
-    DB_EXTRA_ARGS: JSON.stringify(extraArgs),
-    STORAGE_TYPE: 'local',
-    STORAGE_BUCKET: join(work, 'bucket'),
-    ...extra,
-  };
+  return fakeJobEnv(workspace, extraArgs, { DB_TYPE: 'mongodb', DB_NAME: 'shop', DB_PASSWORD: 'fault-password-1d2e3f', ...extra });
 }
 
 function assertBounded(t: TestContext, result: JobResult): void {
@@ -98,7 +74,7 @@ describe('faults, each under 256 MiB and a time bound', () => {
       assert.equal(result.code, EXIT_CODES.STORAGE_FAILED.code, failure(result));
       assert.match(failure(result), /no byte was stored for 2000 ms \(BACKUP_STALL_TIMEOUT\)/);
       assertBounded(t, result);
-      assert.deepEqual(await readdir(jobTmp), [], 'the credentials are removed');
+      assert.deepEqual(await readdir(workspace.tmp), [], 'the credentials are removed');
     });
   }
 
@@ -203,7 +179,7 @@ describe('faults, each under 256 MiB and a time bound', () => {
   });
 
   test('what a SIGKILLed run leaves is named as no backup, and the next run removes it', async () => {
-    const bucket = join(work, 'killed');
+    const bucket = join(workspace.work, 'killed');
     const killed = await runJob(env(['--fake-bytes=200000000'], { STORAGE_BUCKET: bucket, BACKUP_COMPRESSION: 'none' }), {
       // Killed once the partial file has data in it: mid-dump, mid-write.
       onSpawn: (child) => {
@@ -225,14 +201,14 @@ describe('faults, each under 256 MiB and a time bound', () => {
     const partial = leftovers.find((name) => /(^|\/)\.mongodb-shop-.*\.archive\.partial-[0-9a-f]{8}-[0-9a-f]{8}-\d+-[0-9a-f]{12}$/.test(name));
     assert.ok(partial, `a partial file named as such: ${JSON.stringify(leftovers)}`);
     assert.ok(!leftovers.some((name) => name.endsWith('.archive')), 'nothing ends like a backup');
-    const secretDirs = await readdir(jobTmp);
+    const secretDirs = await readdir(workspace.tmp);
     assert.equal(secretDirs.length, 1, 'the killed run left its credentials directory');
     assert.match(secretDirs[0] ?? '', /^planb-secrets-[0-9a-f]{8}-[0-9a-f]{8}-\d+-/);
 
     const next = await runJob(env(['--fake-bytes=4096'], { STORAGE_BUCKET: bucket }));
     assert.equal(next.code, 0, failure(next));
     await assert.rejects(stat(join(bucket, partial)), { code: 'ENOENT' }, 'the partial file is removed');
-    assert.deepEqual(await readdir(jobTmp), [], 'the credentials directory is removed');
+    assert.deepEqual(await readdir(workspace.tmp), [], 'the credentials directory is removed');
     assert.ok(next.lines.some((line) => /removed the partial file of an earlier run/.test(line.message)));
     assert.ok(next.lines.some((line) => /removed the credentials directory of an earlier run/.test(line.message)));
   });

@@ -6,12 +6,11 @@
 // secret variables), no stack trace, and an exit within a generous absolute bound.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { EXIT_CODES, type ExitName } from '../../src/exit-codes.ts';
-import { fakeToolDir, runJob, type JobResult } from '../support/job.ts';
+import { fakeJobEnv, runJob, useFakeWorkspace, type JobResult } from '../support/job.ts';
 import { requireBinaries } from '../support/require-binary.ts';
 import { ENGINES as REGISTRY } from '../../src/engines/registry.ts';
 import { loadConfig } from '../../src/config.ts';
@@ -26,43 +25,23 @@ const PARALLEL = 6;
 const HOSTILE = 'p"a\'ss w$(touch /tmp/x)`id`;\\o\trd #%s:*:[client] -- é😀 end';
 const CALLBACK_SECRET = `whsec_${Buffer.alloc(32, 9).toString('base64')}`;
 
-let bin: string;
-let work: string;
-let jobTmp: string;
+const workspace = useFakeWorkspace('hostile', ['mongodump', 'pg_dump', 'mysqldump', 'mariadb-dump', 'redis-cli']);
 let plainFile: string;
 let fifo: string;
 let bigFile: string;
 
 before(async () => {
-  bin = await fakeToolDir(['mongodump', 'pg_dump', 'mysqldump', 'mariadb-dump', 'redis-cli']);
-  work = await mkdtemp(join(tmpdir(), 'planb-hostile-'));
-  jobTmp = await mkdtemp(join(tmpdir(), 'planb-hostile-tmp-'));
-  plainFile = join(work, 'plain-file');
+  plainFile = join(workspace.work, 'plain-file');
   await writeFile(plainFile, 'x');
-  fifo = join(work, 'fifo');
+  fifo = join(workspace.work, 'fifo');
   execFileSync('mkfifo', [fifo]);
-  bigFile = join(work, 'big-secret');
+  bigFile = join(workspace.work, 'big-secret');
   await writeFile(bigFile, Buffer.alloc(200 * 1024, 'a'));
-});
-after(async () => {
-  await rm(bin, { recursive: true, force: true });
-  await rm(work, { recursive: true, force: true });
-  await rm(jobTmp, { recursive: true, force: true });
 });
 
 // A valid local backup of a fake mongodump; each case changes what it needs.
 function base(extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    PATH: `${bin}:${process.env.PATH ?? ''}`,
-    TMPDIR: jobTmp,
-    DB_TYPE: 'mongodb',
-    DB_HOST: '127.0.0.1',
-    DB_NAME: 'shop',
-    DB_PASSWORD: 'db-password-4a5b6c',
-    STORAGE_TYPE: 'local',
-    STORAGE_BUCKET: join(work, 'bucket'),
-    ...extra,
-  };
+  return fakeJobEnv(workspace, [], { DB_TYPE: 'mongodb', DB_NAME: 'shop', DB_PASSWORD: 'db-password-4a5b6c', ...extra });
 }
 
 // A dead loopback port: connection refused, at once.
@@ -100,7 +79,7 @@ const CASES: Case[] = [
   config('STORAGE_BUCKET missing', () => base({ STORAGE_BUCKET: '' }), /STORAGE_BUCKET is required/),
   config('a local STORAGE_BUCKET that is a file', () => base({ STORAGE_BUCKET: plainFile }), /STORAGE_BUCKET: .* is a file; for STORAGE_TYPE=local it must be a folder/),
   config('a local STORAGE_BUCKET under a file', () => base({ STORAGE_BUCKET: join(plainFile, 'sub') }), /STORAGE_BUCKET: .* is a file/),
-  config('a local STORAGE_BUCKET longer than the filesystem allows', () => base({ STORAGE_BUCKET: join(work, 'deep/'.repeat(900)) }), /STORAGE_BUCKET\/BACKUP_PATH: the path under .* is too long for this filesystem/),
+  config('a local STORAGE_BUCKET longer than the filesystem allows', () => base({ STORAGE_BUCKET: join(workspace.work, 'deep/'.repeat(900)) }), /STORAGE_BUCKET\/BACKUP_PATH: the path under .* is too long for this filesystem/),
   config('BACKUP_PATH escaping the bucket', () => base({ BACKUP_PATH: '../etc' }), /BACKUP_PATH must be relative/),
   config('BACKUP_PATH with a folder name longer than a filesystem allows', () => base({ BACKUP_PATH: 'x'.repeat(300) }), /BACKUP_PATH is too long/),
   config('BACKUP_COMPRESSION unknown', () => base({ BACKUP_COMPRESSION: 'lz4' }), /BACKUP_COMPRESSION/),
@@ -143,13 +122,13 @@ const CASES: Case[] = [
   config('DB_PASSWORD_FILE=/dev/zero', () => base({ DB_PASSWORD: '', DB_PASSWORD_FILE: '/dev/zero' }), /DB_PASSWORD_FILE: cannot read \/dev\/zero \(not a regular file\)/),
   config('DB_PASSWORD_FILE naming a FIFO nobody writes', () => base({ DB_PASSWORD: '', DB_PASSWORD_FILE: fifo }), /DB_PASSWORD_FILE: cannot read .*fifo \(not a regular file\)/),
   config('DB_PASSWORD_FILE of 200 KiB', () => base({ DB_PASSWORD: '', DB_PASSWORD_FILE: bigFile }), /DB_PASSWORD_FILE: cannot read .* \(larger than 64 KiB\)/),
-  config('DB_PASSWORD_FILE that does not exist', () => base({ DB_PASSWORD: '', DB_PASSWORD_FILE: join(work, 'nope') }), /DB_PASSWORD_FILE: cannot read .* \(ENOENT\)/),
+  config('DB_PASSWORD_FILE that does not exist', () => base({ DB_PASSWORD: '', DB_PASSWORD_FILE: join(workspace.work, 'nope') }), /DB_PASSWORD_FILE: cannot read .* \(ENOENT\)/),
   // Storage settings that only the target could have refused, later.
   config('S3 with no region and no endpoint', () => base({ STORAGE_TYPE: 's3' }), /STORAGE_REGION is required for S3 on AWS/),
   config('S3 with half a key pair', () => base({ STORAGE_TYPE: 's3', STORAGE_REGION: 'eu-west-1', STORAGE_ACCESS_KEY_ID: 'AKIDHALFPAIR123' }), /STORAGE_ACCESS_KEY_ID and STORAGE_SECRET_ACCESS_KEY must be set together/),
   config('an Azure account name with capitals', () => base({ STORAGE_TYPE: 'azure', STORAGE_BUCKET: 'backups', AZURE_STORAGE_ACCOUNT: 'Bad_Name!' }), /AZURE_STORAGE_ACCOUNT/),
   config('GCS credentials that are not JSON', () => base({ STORAGE_TYPE: 'gcs', GCS_CREDENTIALS_JSON: '{"private_key": "-----BEGIN gcs-key-2c3d4e5f' }), /GCS_CREDENTIALS_JSON/),
-  config('a TMPDIR that does not exist', () => base({ TMPDIR: join(work, 'no-such-tmp') }), /TMPDIR: .* does not exist \(ENOENT\)/),
+  config('a TMPDIR that does not exist', () => base({ TMPDIR: join(workspace.work, 'no-such-tmp') }), /TMPDIR: .* does not exist \(ENOENT\)/),
   config('a PostgreSQL DB_PASSWORD with a line break, refused without its value', () => base({ DB_TYPE: 'postgresql', DB_PASSWORD: 'line-one-4f3e\n*:*:*:*:other' }), /DB_PASSWORD contains a line break/, ['line-one-4f3e', 'other']),
   // Hostile characters in every engine's password: the tool gets it, echoes it on stderr and fails;
   // the job reports the failure without the password.
@@ -229,7 +208,7 @@ describe('hostile input through the bundled job', () => {
     });
     const failed = outcomes.filter(({ problems }) => problems.length > 0).map(({ item, problems }) => `${item.name}:\n    ${problems.join('\n    ')}`);
     assert.deepEqual(failed, [], `${failed.length} of ${CASES.length} cases failed`);
-    assert.deepEqual(await readdir(jobTmp), [], 'no credentials directory left behind');
+    assert.deepEqual(await readdir(workspace.tmp), [], 'no credentials directory left behind');
   });
 
   test('a misspelled variable is one warning naming the closest known one, and the run goes on', async () => {
@@ -248,10 +227,10 @@ describe('hostile input through the bundled job', () => {
     // The option file the job writes (the MySQL/MariaDB preflight needs a real server, so not through the job).
     // A line break would start a new option line (`user=root`) if it were not escaped.
     const password = `${HOSTILE}\n[client]\nuser=root`;
-    const db = loadConfig({ DB_TYPE: 'mariadb', DB_NAME: 'shop', DB_PASSWORD: password, STORAGE_TYPE: 'local', STORAGE_BUCKET: work }).db;
-    const content = REGISTRY.mariadb.command(db, { secretsDir: work, tool: 'mariadb-dump', compression: 'zstd' }).files[0]?.content ?? '';
+    const db = loadConfig({ DB_TYPE: 'mariadb', DB_NAME: 'shop', DB_PASSWORD: password, STORAGE_TYPE: 'local', STORAGE_BUCKET: workspace.work }).db;
+    const content = REGISTRY.mariadb.command(db, { secretsDir: workspace.work, tool: 'mariadb-dump', compression: 'zstd' }).files[0]?.content ?? '';
     assert.equal(content.split('\n').filter((line) => line !== '').length, 2, 'a section line and one password line');
-    const optionFile = join(work, 'my.cnf');
+    const optionFile = join(workspace.work, 'my.cnf');
     await writeFile(optionFile, content);
     assert.equal(execFileSync('my_print_defaults', [`--defaults-file=${optionFile}`, 'client'], { encoding: 'utf8' }), `--password=${password}\n`);
   });

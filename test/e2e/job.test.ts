@@ -1,30 +1,16 @@
 // The bundled job run as a child process with a fake dump tool: configuration errors, failing,
 // empty, killed and hanging dumps, SIGTERM, the deadline, secrets and log format.
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { EXIT_CODES } from '../../src/exit-codes.ts';
-import { fakeToolDir, runJob, type JobResult } from '../support/job.ts';
+import { fakeJobEnv, runJob, useFakeWorkspace, type JobResult } from '../support/job.ts';
 
 const PASSWORD = 'pa:ss\\w"ord-9f8e7d6c';
 
-let bin: string;
-let work: string;
-// The job's own TMPDIR, where it writes credential files: must be empty after every run.
-let jobTmp: string;
-
-before(async () => {
-  bin = await fakeToolDir(['mongodump']);
-  work = await mkdtemp(join(tmpdir(), 'planb-e2e-'));
-  jobTmp = await mkdtemp(join(tmpdir(), 'planb-e2e-tmp-'));
-});
-after(async () => {
-  await rm(bin, { recursive: true, force: true });
-  await rm(work, { recursive: true, force: true });
-  await rm(jobTmp, { recursive: true, force: true });
-});
+// The job's own TMPDIR (workspace.tmp) is where it writes credential files: empty after every run.
+const workspace = useFakeWorkspace('e2e', ['mongodump']);
 
 async function files(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
@@ -32,23 +18,11 @@ async function files(dir: string): Promise<string[]> {
 }
 
 async function credentialDirs(): Promise<string[]> {
-  return readdir(jobTmp);
+  return readdir(workspace.tmp);
 }
 
 function mongoEnv(bucket: string, extra: string[], env: Record<string, string> = {}): Record<string, string> {
-  return {
-    PATH: `${bin}:${process.env.PATH ?? ''}`,
-    TMPDIR: jobTmp,
-    DB_TYPE: 'mongodb',
-    DB_HOST: '127.0.0.1',
-    DB_USERNAME: 'backup',
-    DB_PASSWORD: PASSWORD,
-    DB_EXTRA_ARGS: JSON.stringify(extra),
-    STORAGE_TYPE: 'local',
-    STORAGE_BUCKET: bucket,
-    BACKUP_PATH: 'nightly/',
-    ...env,
-  };
+  return fakeJobEnv(workspace, extra, { DB_TYPE: 'mongodb', DB_USERNAME: 'backup', DB_PASSWORD: PASSWORD, STORAGE_BUCKET: bucket, BACKUP_PATH: 'nightly/', ...env });
 }
 
 function assertCleanLogs(result: JobResult): void {
@@ -73,7 +47,7 @@ describe('configuration', () => {
   });
 
   test('every bad variable is named at once, and no work starts', async () => {
-    const secretFile = join(work, 'pw');
+    const secretFile = join(workspace.work, 'pw');
     await writeFile(secretFile, `${PASSWORD}\n`);
     const result = await runJob({
       DB_TYPE: 'oracle',
@@ -81,7 +55,7 @@ describe('configuration', () => {
       DB_PASSWORD: PASSWORD,
       DB_PASSWORD_FILE: secretFile,
       STORAGE_TYPE: 'local',
-      STORAGE_BUCKET: join(work, 'never'),
+      STORAGE_BUCKET: join(workspace.work, 'never'),
       BACKUP_TIMEOUT: 'soon',
       CALLBACK_URL: 'http://127.0.0.1:9/hook',
     });
@@ -90,16 +64,16 @@ describe('configuration', () => {
     for (const name of ['DB_TYPE', 'DB_PORT', 'BACKUP_TIMEOUT', 'DB_PASSWORD and DB_PASSWORD_FILE', 'CALLBACK_SECRET']) {
       assert.ok(problems.some((p) => p.startsWith(name)), `${name} is named in ${JSON.stringify(problems)}`);
     }
-    assert.deepEqual(await files(join(work, 'never')), [], 'nothing was written');
+    assert.deepEqual(await files(join(workspace.work, 'never')), [], 'nothing was written');
     assertCleanLogs(result);
   });
 });
 
 describe('a dump through the bundled job', () => {
   test('a successful dump is stored under the prefix with a unique key, and its facts are logged', async () => {
-    const bucket = join(work, 'ok');
-    const record = join(work, 'record.json');
-    const passwordFile = join(work, 'pw-ok');
+    const bucket = join(workspace.work, 'ok');
+    const record = join(workspace.work, 'record.json');
+    const passwordFile = join(workspace.work, 'pw-ok');
     await writeFile(passwordFile, `${PASSWORD}\n`);
     const env = mongoEnv(bucket, ['--fake-bytes=3000000', `--fake-record=${record}`], {
       DB_PASSWORD: '',
@@ -133,7 +107,7 @@ describe('a dump through the bundled job', () => {
   });
 
   test('a dump that writes data then exits 1 leaves nothing and reports the tool and its stderr', async () => {
-    const bucket = join(work, 'exit1');
+    const bucket = join(workspace.work, 'exit1');
     const result = await runJob(mongoEnv(bucket, ['--fake-bytes=2000000', '--fake-exit=1', `--fake-stderr=Failed: auth error with ${PASSWORD}`]));
     assert.equal(result.code, EXIT_CODES.DB_AUTH.code, 'stderr says auth, so the auth code');
     assert.deepEqual(await files(bucket), [], 'no object and no temporary file');
@@ -144,7 +118,7 @@ describe('a dump through the bundled job', () => {
   });
 
   test('a dump killed mid-stream leaves nothing and exits with the dump code', async () => {
-    const bucket = join(work, 'killed');
+    const bucket = join(workspace.work, 'killed');
     const result = await runJob(mongoEnv(bucket, ['--fake-bytes=5000000', '--fake-kill-self']));
     assert.equal(result.code, EXIT_CODES.DUMP_FAILED.code);
     assert.match(result.lines.at(-1)?.message ?? '', /killed by SIGKILL/);
@@ -152,7 +126,7 @@ describe('a dump through the bundled job', () => {
   });
 
   test('a dump that exits 0 without writing anything fails as empty', async () => {
-    const bucket = join(work, 'empty');
+    const bucket = join(workspace.work, 'empty');
     const result = await runJob(mongoEnv(bucket, ['--fake-bytes=0']));
     assert.equal(result.code, EXIT_CODES.DUMP_FAILED.code);
     assert.match(result.lines.at(-1)?.message ?? '', /wrote nothing/);
@@ -160,7 +134,7 @@ describe('a dump through the bundled job', () => {
   });
 
   test('a local bucket that is a file (or lies under one) is a configuration error, named before any dump', async () => {
-    const notADirectory = join(work, 'plain-file');
+    const notADirectory = join(workspace.work, 'plain-file');
     await writeFile(notADirectory, 'x');
     for (const bucket of [notADirectory, join(notADirectory, 'bucket')]) {
       const result = await runJob(mongoEnv(bucket, ['--fake-bytes=20000000']));
@@ -172,14 +146,14 @@ describe('a dump through the bundled job', () => {
   });
 
   test('a missing dump tool is an image bug, reported before any work', async () => {
-    const bucket = join(work, 'missing');
+    const bucket = join(workspace.work, 'missing');
     const result = await runJob({ ...mongoEnv(bucket, []), PATH: '/nonexistent' });
     assert.equal(result.code, EXIT_CODES.INTERNAL.code);
     assert.match(result.lines.at(-1)?.message ?? '', /mongodump.*not on PATH|none of mongodump is on PATH/);
   });
 
   test('SIGTERM mid-dump stops the tool, leaves nothing and exits 143 within seconds', async () => {
-    const bucket = join(work, 'sigterm');
+    const bucket = join(workspace.work, 'sigterm');
     let sentAt = 0;
     const result = await runJob(mongoEnv(bucket, ['--fake-bytes=3000000', '--fake-hang']), {
       onLine: (line) => {
@@ -197,7 +171,7 @@ describe('a dump through the bundled job', () => {
   });
 
   test('BACKUP_TIMEOUT aborts a dump that takes too long, leaving nothing', async () => {
-    const bucket = join(work, 'deadline');
+    const bucket = join(workspace.work, 'deadline');
     const result = await runJob(mongoEnv(bucket, ['--fake-bytes=1000', '--fake-hang'], { BACKUP_TIMEOUT: '1s' }));
     assert.equal(result.code, EXIT_CODES.DEADLINE.code);
     // About 1.3 s when it works; the bound only tells an abort from a hang.

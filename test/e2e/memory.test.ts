@@ -7,13 +7,12 @@
 //   buffers. Whether the peak grows with the dump's size is judged by `npm run bench` (serial runs on
 //   a quiet machine), never here: peaks sampled while other tests run vary with GC timing.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, EXTRA_PART_BUFFERS } from '../../src/storage/s3.ts';
 import { STORAGE_TYPES } from '../../src/storage/registry.ts';
-import { fakeToolDir, runJob, type JobResult, type LogLine } from '../support/job.ts';
+import { fakeJobEnv, runJob, useFakeWorkspace, type JobResult, type LogLine } from '../support/job.ts';
 import { requireS3rver, startS3Server, type S3TestServer } from '../support/s3-server.ts';
 
 const MiB = 1024 * 1024;
@@ -36,36 +35,22 @@ const BUCKET = 'memory';
 // A public key made by age-keygen (its secret half was not kept).
 const RECIPIENT = 'age12v4gxrjtaee9u3zfyer59d6zulr8xejzv9k5aeffa046hqga5cnqzwnxpn';
 
-let bin: string;
-let work: string;
-
-before(async () => {
-  bin = await fakeToolDir(['pg_dump']);
-  work = await mkdtemp(join(tmpdir(), 'planb-memory-'));
-});
-after(async () => {
-  await rm(bin, { recursive: true, force: true });
-  await rm(work, { recursive: true, force: true });
-});
+const workspace = useFakeWorkspace('memory', ['pg_dump']);
 
 function jobEnv(bytes: number, storage: Record<string, string>, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    PATH: `${bin}:${process.env.PATH ?? ''}`,
-    TMPDIR: work,
+  return fakeJobEnv(workspace, [`--fake-bytes=${bytes}`], {
     DB_TYPE: 'postgresql',
-    DB_HOST: '127.0.0.1',
     DB_NAME: 'fake',
-    DB_EXTRA_ARGS: JSON.stringify([`--fake-bytes=${bytes}`]),
     // The job reports what it still holds after a full collection ('memory at exit').
     LOG_LEVEL: 'debug',
     NODE_OPTIONS: '--expose-gc',
     ...storage,
     ...extra,
-  };
+  });
 }
 
 function localStorage(name: string): Record<string, string> {
-  return { STORAGE_TYPE: 'local', STORAGE_BUCKET: join(work, name) };
+  return { STORAGE_TYPE: 'local', STORAGE_BUCKET: join(workspace.work, name) };
 }
 
 // Runs the job and checks it stored the whole dump; the caller asserts on memory.
@@ -131,7 +116,7 @@ async function withS3(t: TestContext, use: (storage: Record<string, string>, ser
 describe('memory of the job', () => {
   test('an 8 GiB dump at default settings stays under the ceiling and keeps nothing per byte', async (t) => {
     const result = await backup(jobEnv(LARGE_DUMP, localStorage('large')), LARGE_DUMP);
-    await rm(join(work, 'large'), { recursive: true, force: true });
+    await rm(join(workspace.work, 'large'), { recursive: true, force: true });
     assertBounded(t, result);
   });
 
@@ -146,14 +131,14 @@ describe('memory of the job', () => {
 
   test('without compression every byte passes through the job, and its peak stays under the ceiling', async (t) => {
     const result = await backup(jobEnv(UNCOMPRESSED_DUMP, localStorage('plain'), { BACKUP_COMPRESSION: 'none' }), UNCOMPRESSED_DUMP);
-    await rm(join(work, 'plain'), { recursive: true, force: true });
+    await rm(join(workspace.work, 'plain'), { recursive: true, force: true });
     assertBounded(t, result);
   });
 
   test('with gzip the dump passes through the job into pigz, and its peak stays under the ceiling', async (t) => {
     const gzip = { BACKUP_COMPRESSION: 'gzip', BACKUP_COMPRESSION_LEVEL: '1' };
     const result = await backup(jobEnv(GZIP_DUMP, localStorage('gzip'), gzip), GZIP_DUMP);
-    await rm(join(work, 'gzip'), { recursive: true, force: true });
+    await rm(join(workspace.work, 'gzip'), { recursive: true, force: true });
     assertBounded(t, result);
   });
 
@@ -162,7 +147,7 @@ describe('memory of the job', () => {
   test('with age encryption every byte passes through the job twice, and nothing is kept per chunk', async (t) => {
     const encrypted = { BACKUP_COMPRESSION: 'none', BACKUP_ENCRYPTION_RECIPIENTS: RECIPIENT };
     const result = await backup(jobEnv(UNCOMPRESSED_DUMP, localStorage('age'), encrypted), UNCOMPRESSED_DUMP);
-    await rm(join(work, 'age'), { recursive: true, force: true });
+    await rm(join(workspace.work, 'age'), { recursive: true, force: true });
     assertBounded(t, result);
   });
 

@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { EXIT_CODES } from '../../src/exit-codes.ts';
-import { requireBinaries } from '../support/require-binary.ts';
+import { findBinary, requireBinaries } from '../support/require-binary.ts';
 import { runJob, type JobResult } from '../support/job.ts';
-import { startMariadb, startPostgres, startRedis, type MariadbServer, type PostgresServer, type RedisServer } from '../support/servers.ts';
+import { postgresJobEnv, startMariadb, startPostgres, startRedis, type MariadbServer, type PostgresServer, type RedisServer } from '../support/servers.ts';
 import { requireS3rver, startS3Server, type S3TestServer } from '../support/s3-server.ts';
 
 let work: string;
@@ -59,13 +59,8 @@ describe('postgresql', () => {
   after(() => pg?.stop());
 
   const env = (extra: Record<string, string> = {}) => ({
-    PATH: `${pg.binDir}:${process.env.PATH ?? ''}`,
-    DB_TYPE: 'postgresql',
-    DB_HOST: pg.host,
-    DB_PORT: String(pg.port),
+    ...postgresJobEnv(pg),
     DB_NAME: 'shop',
-    DB_USERNAME: pg.user,
-    DB_PASSWORD: pg.password,
     STORAGE_TYPE: 'local',
     STORAGE_BUCKET: bucket,
     BACKUP_PATH: 'daily/',
@@ -371,12 +366,5 @@ describe('s3', () => {
 });
 
 function findAll(names: string[]): boolean {
-  return names.every((name) => {
-    try {
-      execFileSync('sh', ['-c', `command -v ${name} || ls /usr/lib/postgresql/*/bin/${name}`], { stdio: 'ignore' });
-      return true;
-    } catch {
-      return false;
-    }
-  });
+  return names.every((name) => findBinary(name) !== undefined);
 }

@@ -1,10 +1,11 @@
 // Runs the bundled job (dist/main.js) as a child process, the way a scheduler does, and collects
 // its exit, its JSON log lines and its peak memory.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, symlinkSync } from 'node:fs';
 import { mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before } from 'node:test';
+import { after } from 'node:test';
 import { assertNoSecrets, registerRun, secretsOf } from './secret-scan.ts';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
@@ -41,17 +42,14 @@ export async function fakeToolDir(names: string[]): Promise<string> {
 }
 
 // Where a test file runs the job against the fake dump tool: `bin` holds the tool under `tools` (first
-// on PATH), `work` is the file's scratch folder and `tmp` the job's TMPDIR. Made before the file's
-// tests and removed after them.
-export type FakeWorkspace = { bin: string; work: string; tmp: string };
+// on PATH), `work` is the file's scratch folder and `tmp` the job's TMPDIR. Made at once (node:test may
+// run a file's `before` hooks side by side, so none may depend on another) and removed after the tests.
+export type FakeWorkspace = { readonly bin: string; readonly work: string; readonly tmp: string };
 
 export function useFakeWorkspace(name: string, tools: string[]): FakeWorkspace {
-  const workspace: FakeWorkspace = { bin: '', work: '', tmp: '' };
-  before(async () => {
-    workspace.bin = await fakeToolDir(tools);
-    workspace.work = await mkdtemp(join(tmpdir(), `planb-${name}-`));
-    workspace.tmp = await mkdtemp(join(tmpdir(), `planb-${name}-tmp-`));
-  });
+  const bin = mkdtempSync(join(tmpdir(), 'planb-fakebin-'));
+  for (const tool of tools) symlinkSync(FAKE_DUMP, join(bin, tool));
+  const workspace = { bin, work: mkdtempSync(join(tmpdir(), `planb-${name}-`)), tmp: mkdtempSync(join(tmpdir(), `planb-${name}-tmp-`)) };
   after(async () => {
     for (const dir of [workspace.bin, workspace.work, workspace.tmp]) await rm(dir, { recursive: true, force: true });
   });
@@ -65,7 +63,7 @@ export function fakeJobEnv(workspace: FakeWorkspace, args: string[], env: Record
     PATH: `${workspace.bin}:${process.env.PATH ?? ''}`,
     TMPDIR: workspace.tmp,
     DB_HOST: '127.0.0.1',
-    DB_EXTRA_ARGS: JSON.stringify(args),
+    ...(args.length > 0 && { DB_EXTRA_ARGS: JSON.stringify(args) }),
     STORAGE_TYPE: 'local',
     STORAGE_BUCKET: join(workspace.work, 'bucket'),
     ...env,

@@ -64,6 +64,12 @@ export type PostgresServer = TestServer & {
   createDatabase(name: string): Promise<void>;
 };
 
+// The job's variables for this server, its own client tools first on PATH; DB_NAME and the storage
+// are the test's.
+export function postgresJobEnv(pg: PostgresServer): Record<string, string> {
+  return { PATH: `${pg.binDir}:${process.env.PATH ?? ''}`, DB_TYPE: 'postgresql', DB_HOST: pg.host, DB_PORT: String(pg.port), DB_USERNAME: pg.user, DB_PASSWORD: pg.password };
+}
+
 // A MariaDB with user `planb` (all privileges) reachable over TCP; `root` has the same password.
 export type MariadbServer = TestServer & {
   // Runs the mariadb client in batch mode without column names; returns stdout.
