@@ -1,9 +1,12 @@
 // envalid validators for the units our variables use, shared by config.ts and each storage target.
-import { makeValidator, type ValidatorSpec } from 'envalid';
+import { makeValidator, type CleanedEnv, type CleanedEnvAccessors, type ValidatorSpec } from 'envalid';
 import { parseDuration, parseSize } from './units.ts';
 
 // A map of variable name → envalid spec, as a storage target declares its own variables.
 export type EnvSpecs = Record<string, ValidatorSpec<unknown>>;
+
+// What cleanEnv gives for such a map: each variable's parsed type, `| undefined` where it may be unset.
+export type EnvValues<S extends EnvSpecs> = Omit<CleanedEnv<S>, keyof CleanedEnvAccessors>;
 
 // Node's timers hold a signed 32-bit count of milliseconds (24.8 days): a longer one fires at once.
 export const MAX_TIMER_MS = 2 ** 31 - 1;

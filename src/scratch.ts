@@ -14,6 +14,7 @@ import { execa } from 'execa';
 import type { DbConfig, DbType } from './engines/types.ts';
 import { VerifyUnavailableError } from './errors.ts';
 import type { Logger } from './log.ts';
+import { TIMED_OUT, withTimeout } from './timeout.ts';
 import { which } from './which.ts';
 
 // initdb and mariadb-install-db take seconds; allow for a loaded machine.
@@ -105,8 +106,7 @@ export class ScratchExit extends VerifyUnavailableError {}
 async function stopProcess(proc: { child: ChildProcess; exited: Promise<number | null> } | undefined, signal: NodeJS.Signals): Promise<void> {
   if (!proc || proc.child.exitCode !== null || proc.child.signalCode !== null) return;
   proc.child.kill(signal);
-  const timer = sleep(STOP_TIMEOUT_MS).then(() => 'late' as const);
-  if ((await Promise.race([proc.exited, timer])) === 'late') proc.child.kill('SIGKILL');
+  if ((await withTimeout(proc.exited, STOP_TIMEOUT_MS)) === TIMED_OUT) proc.child.kill('SIGKILL');
   await proc.exited;
 }
 

@@ -10,6 +10,7 @@ import { constants, createGzip, createZstdCompress } from 'node:zlib';
 import { DumpError, StoppedError } from '../errors.ts';
 import type { Compression } from '../engines/types.ts';
 import { which } from '../which.ts';
+import { withTimeout } from '../timeout.ts';
 import { coalesce } from './coalesce.ts';
 
 // Default levels. zstd 1: on a dump it costs ~60 % of level 3's CPU for a file within a few per cent of
@@ -97,7 +98,7 @@ function startCli(file: string, name: string, cli: Cli, level: number, path: str
     });
   });
   const settle = async (code: number | null, signal: NodeJS.Signals | null): Promise<void> => {
-    await Promise.race([stderrClosed, new Promise((resolve) => setTimeout(resolve, STDERR_GRACE_MS).unref())]);
+    await withTimeout(stderrClosed, STDERR_GRACE_MS);
     const problems = stderr.split('\n').filter((line) => line.trim() !== '' && !ZSTD_CHATTER.test(line)).join('\n');
     if (stopped && code === null) throw new StoppedError('compress', name);
     if (code !== 0) {

@@ -5,11 +5,14 @@
 // The commit carries If-None-Match: * so an existing blob is never overwritten.
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { makeValidator, str, type CleanedEnv } from 'envalid';
+import { makeValidator, str } from 'envalid';
+import type { EnvValues } from '../config-specs.ts';
 import type { BlockBlobClient, BlockBlobCommitBlockListOptions, BlockBlobUploadStreamOptions, ContainerClient, StoragePipelineOptions } from '@azure/storage-blob';
 import { ConfigError, StorageError, type StorageFailure } from '../errors.ts';
+import { TIMED_OUT, withTimeout } from '../timeout.ts';
 import { formatBytes, parseSize } from '../units.ts';
-import { rootCause, upstreamCause } from './failure.ts';
+import { NETWORK_ERROR_CODES, rootCause, upstreamCause } from './failure.ts';
+import { planParts, SIZE_HINT_MARGIN, type PartLimits } from './parts.ts';
 import type { CommonStorageSettings, ListedObject, StorageDriver, UploadRequest } from './types.ts';
 
 const MiB = 1024 * 1024;
@@ -35,8 +38,6 @@ export const DEFAULT_CONCURRENCY = 2;
 const MIN_BLOCK_SIZE = 1 * MiB;
 // More parallel requests than this buy no throughput from one process and only cost memory.
 const MAX_CONCURRENCY = 64;
-// A size hint is an estimate: size the blocks so that twice the hint still fits in 50,000 blocks.
-const SIZE_HINT_HEADROOM = 2;
 // After an abort that lands while the commit request is in flight, how long to wait for its answer
 // (one small request) so that a blob it created can be deleted; the run must still end within seconds.
 const COMMIT_GRACE_MS = 5_000;
@@ -51,11 +52,8 @@ const DENIED_CODES = new Set([
   'AuthorizationResourceTypeMismatch', 'AuthorizationServiceMismatch', 'AuthorizationSourceIPMismatch',
   'InsufficientAccountPermissions', 'AccountIsDisabled', 'ContainerNotFound', 'ContainerBeingDeleted', 'ContainerDisabled',
 ]);
-// Azure error codes and socket errors that say "try again later".
-const UNAVAILABLE_CODES = new Set([
-  'ServerBusy', 'OperationTimedOut', 'InternalError', 'REQUEST_SEND_ERROR',
-  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ESOCKETTIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH',
-]);
+// Azure error codes that say "try again later" (besides NETWORK_ERROR_CODES).
+const UNAVAILABLE_CODES = new Set(['ServerBusy', 'OperationTimedOut', 'InternalError', 'REQUEST_SEND_ERROR']);
 // @azure/identity's errors: the workload identity (or whatever DefaultAzureCredential found) got no token.
 const IDENTITY_ERRORS = new Set(['CredentialUnavailableError', 'AuthenticationError', 'AggregateAuthenticationError', 'AuthenticationRequiredError']);
 
@@ -104,7 +102,7 @@ const env = {
   // Unset: DEFAULT_CONCURRENCY.
   STORAGE_CONCURRENCY: concurrencySetting({ default: undefined, desc: 'blocks buffered and uploaded at once' }),
 };
-type AzureSettings = CleanedEnv<typeof env>;
+type AzureSettings = EnvValues<typeof env>;
 
 // How the client authenticates, decided from the variables once, before any request.
 type Credentials =
@@ -113,18 +111,7 @@ type Credentials =
   | { kind: 'sas'; url: string; token: string }
   | { kind: 'default'; url: string };
 
-// How an upload is cut into blocks, and what that costs and allows.
-export type BlockPlan = {
-  blockSize: number;
-  concurrency: number;
-  // The largest blob these blocks can make (50,000 blocks).
-  maxBlobSize: number;
-  // Upper bound of the block buffers: the SDK pools `concurrency` blocks and holds about one more
-  // block of incoming data while they are all busy.
-  bufferBytes: number;
-};
-
-// Picks the block size and concurrency for one upload.
+// What planParts needs to know of Azure, for the block size and concurrency of one upload.
 // Memory: the SDK pools `concurrency` blocks and holds about one more of incoming data, so the
 // buffers are (concurrency + 1) × blockSize: 24 MiB at the defaults. The process adds its baseline
 // and the chunks the pipeline has dropped but V8 has not yet collected. Measured with
@@ -134,12 +121,17 @@ export type BlockPlan = {
 // Size: without a hint the configured (or default) block size decides the largest blob: 8 MiB →
 // 390.6 GiB. With a hint the block size grows so that twice the hint fits in 50,000 blocks (8 MiB
 // covers hints up to 195 GiB), capped at Azure's 4000 MiB (≈ 190.7 TiB per blob): a 1 TiB hint →
-// 42 MiB blocks, 126 MiB of buffers; 5 TiB → 210 MiB blocks, 630 MiB; the maximum → 11.7 GiB.
-export function planBlocks(sizeHint: number | undefined, partSize?: number, concurrency = DEFAULT_CONCURRENCY): BlockPlan {
-  const needed = sizeHint === undefined ? 0 : Math.ceil((sizeHint * SIZE_HINT_HEADROOM) / MAX_BLOCKS / MiB) * MiB;
-  const blockSize = Math.min(MAX_BLOCK_SIZE, Math.max(partSize ?? DEFAULT_BLOCK_SIZE, needed));
-  return { blockSize, concurrency, maxBlobSize: blockSize * MAX_BLOCKS, bufferBytes: (concurrency + 1) * blockSize };
-}
+// 42 MiB blocks, 126 MiB of buffers; 5 TiB → 210 MiB blocks, 630 MiB; the maximum → 11.7 GiB. A
+// configured STORAGE_PART_SIZE too small for the hint gets the same headroom.
+export const AZURE_BLOCKS: PartLimits = {
+  maxParts: MAX_BLOCKS,
+  minPartSize: MIN_BLOCK_SIZE,
+  maxPartSize: MAX_BLOCK_SIZE,
+  maxObjectSize: MAX_BLOB_SIZE,
+  defaultPartSize: DEFAULT_BLOCK_SIZE,
+  defaultConcurrency: DEFAULT_CONCURRENCY,
+  configuredMargin: SIZE_HINT_MARGIN,
+};
 
 // Maps the request's metadata to Azure's rules: names must be C# identifiers (letters, digits, `_`,
 // not starting with a digit; `planb-run-id` becomes `planb_run_id`) and unique ignoring case;
@@ -162,11 +154,11 @@ export function azureMetadata(metadata: Readonly<Record<string, string>>): Recor
 }
 
 // Which StorageFailure an Azure SDK, identity or socket error is.
-export function classifyAzureError(error: unknown): StorageFailure {
+export function classify(error: unknown): StorageFailure {
   const { statusCode, code, name } = (error ?? {}) as { statusCode?: unknown; code?: unknown; name?: unknown };
   const status = typeof statusCode === 'number' ? statusCode : undefined;
   if (typeof code === 'string' && DENIED_CODES.has(code)) return 'denied';
-  if (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) return 'unavailable';
+  if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || NETWORK_ERROR_CODES.has(code))) return 'unavailable';
   if (status === 401 || status === 403) return 'denied';
   if (status === 408 || status === 429 || (status !== undefined && status >= 500)) return 'unavailable';
   if (typeof name === 'string' && IDENTITY_ERRORS.has(name)) return status === undefined || status < 500 ? 'denied' : 'unavailable';
@@ -254,12 +246,11 @@ async function upload(container: ContainerClient, settings: AzureSettings, reque
   if (signal.aborted) throw asError(signal.reason);
   const metadata = azureMetadata(request.metadata);
   const blob = container.getBlockBlobClient(key);
-  const plan = planBlocks(sizeHint, settings.STORAGE_PART_SIZE, settings.STORAGE_CONCURRENCY);
-  const configured = settings.STORAGE_PART_SIZE;
+  const plan = planParts(AZURE_BLOCKS, sizeHint, { partSize: settings.STORAGE_PART_SIZE, concurrency: settings.STORAGE_CONCURRENCY });
   log.info(
-    { blockSize: plan.blockSize, concurrency: plan.concurrency, maxBlobSize: plan.maxBlobSize, bufferBytes: plan.bufferBytes, sizeHint },
-    `azure upload to ${container.containerName}: ${formatBytes(plan.blockSize)} blocks × ${plan.concurrency} at once, up to ${formatBytes(plan.maxBlobSize)}` +
-      (configured !== undefined && plan.blockSize > configured ? ` (STORAGE_PART_SIZE ${formatBytes(configured)} raised for a size hint of ${formatBytes(sizeHint ?? 0)})` : ''),
+    { blockSize: plan.partSize, concurrency: plan.concurrency, maxBlobSize: plan.capacity, bufferBytes: plan.bufferBytes, sizeHint },
+    `azure upload to ${container.containerName}: ${formatBytes(plan.partSize)} blocks × ${plan.concurrency} at once, up to ${formatBytes(plan.capacity)}` +
+      (plan.raisedFrom !== undefined ? ` (STORAGE_PART_SIZE ${formatBytes(plan.raisedFrom)} raised for a size hint of ${formatBytes(sizeHint ?? 0)})` : ''),
   );
 
   // Passes the body to the SDK, counting bytes, and refuses to go past 50,000 blocks (Azure would
@@ -270,9 +261,9 @@ async function upload(container: ContainerClient, settings: AzureSettings, reque
   const feed = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       bytesIn += chunk.length;
-      if (bytesIn <= plan.maxBlobSize) return callback(null, chunk);
+      if (bytesIn <= plan.capacity) return callback(null, chunk);
       callback(new StorageError(
-        `the backup is larger than ${MAX_BLOCKS} blocks of ${formatBytes(plan.blockSize)} (${formatBytes(plan.maxBlobSize)}); set BACKUP_EXPECTED_SIZE or STORAGE_PART_SIZE`,
+        `the backup is larger than ${MAX_BLOCKS} blocks of ${formatBytes(plan.partSize)} (${formatBytes(plan.capacity)}); set BACKUP_EXPECTED_SIZE or STORAGE_PART_SIZE`,
         'other',
       ));
     },
@@ -310,7 +301,7 @@ async function upload(container: ContainerClient, settings: AzureSettings, reque
     },
     ...(retainUntil !== undefined && { immutabilityPolicy: { expiriesOn: retainUntil.date, policyMode: POLICY_MODE[retainUntil.mode] } }),
   };
-  const uploading = blob.uploadStream(feed, plan.blockSize, plan.concurrency, options);
+  const uploading = blob.uploadStream(feed, plan.partSize, plan.concurrency, options);
   const feeding = pipeline(body, feed);
 
   // Whichever comes first decides, once: everything finished, something failed, or the signal aborted.
@@ -346,7 +337,7 @@ async function upload(container: ContainerClient, settings: AzureSettings, reque
     return { url: publicUrl(blob) };
   } catch (error) {
     const upstream = upstreamCause(body, signal);
-    const cause = rootCause(error, body, signal, `azure upload of ${key} to container ${container.containerName} failed`, classifyAzureError(error));
+    const cause = rootCause(error, body, signal, `azure upload of ${key} to container ${container.containerName} failed`, classify(error));
     // Nothing more may be committed, nor read from the body, once the upload failed.
     commitGuard.abort(cause);
     feed.destroy();
@@ -379,11 +370,8 @@ function refusedImmutability(error: unknown): boolean {
 // After an abort that caught the commit in flight: waits (briefly) for the commit's answer and, if it
 // created the blob, deletes exactly that version (If-Match its ETag). Failures are warnings.
 async function undoCommit(blob: BlockBlobClient, uploading: Promise<{ etag?: string }>, log: UploadRequest['log']): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<'late'>((resolve) => (timer = setTimeout(resolve, COMMIT_GRACE_MS, 'late')));
-  const committed = uploading.then((response) => response.etag, () => undefined);
-  const etag = await Promise.race([committed, late]).finally(() => clearTimeout(timer));
-  if (etag === 'late') {
+  const etag = await withTimeout(uploading.then((response) => response.etag, () => undefined), COMMIT_GRACE_MS);
+  if (etag === TIMED_OUT) {
     log.warn({ key: blob.name }, `aborted during the commit of ${blob.name}; its outcome is unknown after ${COMMIT_GRACE_MS} ms, a blob may exist`);
     return;
   }
@@ -402,14 +390,14 @@ export const azure = {
   secrets: ['AZURE_STORAGE_CONNECTION_STRING', 'AZURE_STORAGE_KEY', 'AZURE_STORAGE_SAS_TOKEN'],
   plansParts: true,
   retention: true,
-  open(common, raw) {
-    const settings = raw as AzureSettings;
+  classify,
+  open(common, settings) {
     const credentials = credentialsFrom(common, settings);
     let container: Promise<ContainerClient> | undefined;
     const open = () => (container ??= connect(credentials, common.bucket));
     const readFailure = (error: unknown, operation: string, where: string): StorageError => {
       const status = (error as { statusCode?: unknown }).statusCode;
-      const kind = status === 404 && (error as { code?: unknown }).code !== 'ContainerNotFound' ? 'missing' : classifyAzureError(error);
+      const kind = status === 404 && (error as { code?: unknown }).code !== 'ContainerNotFound' ? 'missing' : classify(error);
       return new StorageError(`azure ${operation} of ${where} failed: ${error instanceof Error ? error.message : String(error)}`, kind, { cause: error });
     };
     return {

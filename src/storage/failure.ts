@@ -3,6 +3,11 @@
 import type { Readable } from 'node:stream';
 import { StorageError, type StorageFailure } from '../errors.ts';
 
+// Socket and DNS error codes: the store is unreachable for now, and a later retry may succeed.
+export const NETWORK_ERROR_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'ESOCKETTIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH',
+]);
+
 // The body's own error or the abort reason when either caused the failure; undefined when the
 // failure is the storage's own.
 export function upstreamCause(body: Readable, signal: AbortSignal): unknown {

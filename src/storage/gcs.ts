@@ -16,7 +16,7 @@ import { makeValidator, str } from 'envalid';
 import { StorageError, type StorageFailure } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { parseSize } from '../units.ts';
-import { rootCause } from './failure.ts';
+import { NETWORK_ERROR_CODES, rootCause } from './failure.ts';
 import type { StorageDriver } from './types.ts';
 
 // GCS persists resumable data in 256 KiB units: a chunk size must be a multiple of it.
@@ -29,8 +29,8 @@ const MAX_RETRIES = 3;
 const CANCEL_TIMEOUT_MS = 10_000;
 // What GCS answers when a session is cancelled, or when it is already gone.
 const CANCELLED_STATUSES = new Set([499, 404, 410]);
-// Network failures worth retrying the job for.
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ERR_STREAM_PREMATURE_CLOSE']);
+// The SDK's stream when GCS or the network dropped the request mid-body: worth retrying the job, like NETWORK_ERROR_CODES.
+const PREMATURE_CLOSE = 'ERR_STREAM_PREMATURE_CLOSE';
 // The SDK's error when a failed request cannot be retried because the bytes are already gone: a
 // transient failure of GCS or the network, worth retrying the whole job.
 const UNREPLAYABLE = /offset is lower than the number of bytes written/;
@@ -69,22 +69,23 @@ const chunkSize = makeValidator<number>((input) => {
   return bytes;
 });
 
-type GcsSettings = { GCS_CREDENTIALS_JSON?: string; STORAGE_CLASS?: string; STORAGE_PART_SIZE?: number };
+// The variables of STORAGE_TYPE=gcs (besides STORAGE_BUCKET and STORAGE_ENDPOINT).
+const env = {
+  GCS_CREDENTIALS_JSON: credentialsJson({ default: undefined, desc: 'service account key JSON; unset = Application Default Credentials' }),
+  STORAGE_CLASS: str({ choices: GCS_STORAGE_CLASSES, default: undefined, desc: 'storage class of the object; unset = the bucket default' }),
+  // Unset = one streaming request (flat memory, fastest). Set = that many bytes per request, held in
+  // memory until GCS confirms them, so a dropped connection resumes instead of failing the run.
+  STORAGE_PART_SIZE: chunkSize({ default: undefined, desc: 'GCS chunk size (multiple of 256KiB); unset = one streaming request' }),
+};
 type Phase = 'session' | 'stream';
 
 // The gcs driver: its variables, its secret, and the target it opens.
 export const gcs = {
-  env: {
-    GCS_CREDENTIALS_JSON: credentialsJson({ default: undefined, desc: 'service account key JSON; unset = Application Default Credentials' }),
-    STORAGE_CLASS: str({ choices: GCS_STORAGE_CLASSES, default: undefined, desc: 'storage class of the object; unset = the bucket default' }),
-    // Unset = one streaming request (flat memory, fastest). Set = that many bytes per request, held in
-    // memory until GCS confirms them, so a dropped connection resumes instead of failing the run.
-    STORAGE_PART_SIZE: chunkSize({ default: undefined, desc: 'GCS chunk size (multiple of 256KiB); unset = one streaming request' }),
-  },
+  env,
   secrets: ['GCS_CREDENTIALS_JSON'],
   retention: true,
-  open(common, rawSettings) {
-    const settings = rawSettings as GcsSettings;
+  classify,
+  open(common, settings) {
     const endpoint = common.endpoint?.replace(/\/+$/, '');
     const credentials = settings.GCS_CREDENTIALS_JSON === undefined ? undefined : (JSON.parse(settings.GCS_CREDENTIALS_JSON) as StorageOptions['credentials']);
     const base: StorageOptions = {
@@ -100,7 +101,7 @@ export const gcs = {
     const readFailure = (error: unknown, operation: string, where: string): StorageError => {
       const status = statusOf(error);
       const detail = `${status === undefined ? '' : `HTTP ${status}: `}${serverMessage(error) ?? messageOf(error)}`;
-      return new StorageError(`gcs ${operation} of ${where} failed: ${detail}`, status === 404 ? 'missing' : kindOf(error, status), { cause: error });
+      return new StorageError(`gcs ${operation} of ${where} failed: ${detail}`, status === 404 ? 'missing' : classify(error), { cause: error });
     };
     const reader = async () => new (await import('@google-cloud/storage')).Storage({ ...base, retryOptions: { maxRetries: MAX_RETRIES } });
 
@@ -220,7 +221,7 @@ export const gcs = {
       },
     };
   },
-} satisfies StorageDriver;
+} satisfies StorageDriver<typeof env>;
 
 // DELETE on the session URI, as GCS documents for cancelling; the URI itself authorizes the request.
 async function cancelSession(session: string, where: string, log: Logger): Promise<void> {
@@ -260,15 +261,17 @@ function describeFailure(error: unknown, phase: Phase, bucket: string, where: st
   if (status === 404 && phase === 'session') {
     return new StorageError(`gcs bucket ${bucket} does not exist or these credentials cannot see it (${detail})`, 'denied', { cause: error });
   }
-  return new StorageError(`gcs upload to ${where} failed: ${detail}`, kindOf(error, status), { cause: error });
+  return new StorageError(`gcs upload to ${where} failed: ${detail}`, classify(error), { cause: error });
 }
 
-function kindOf(error: unknown, status: number | undefined): StorageFailure {
+// Which StorageFailure an SDK, HTTP, network or credentials error is.
+export function classify(error: unknown): StorageFailure {
+  const status = statusOf(error);
   if (status === 401 || status === 403) return 'denied';
   if (status === 408 || status === 429 || (status !== undefined && status >= 500)) return 'unavailable';
   if (status !== undefined) return 'other';
   const code = (error as { code?: unknown } | undefined)?.code;
-  if (typeof code === 'string' && NETWORK_CODES.has(code.toUpperCase())) return 'unavailable';
+  if (typeof code === 'string' && (NETWORK_ERROR_CODES.has(code.toUpperCase()) || code.toUpperCase() === PREMATURE_CLOSE)) return 'unavailable';
   if (CREDENTIAL_FAILURE.test(messageOf(error))) return 'denied';
   return 'other';
 }

@@ -20,7 +20,8 @@ import type { StorageDriver } from './types.ts';
 // errno codes that no retry will heal.
 const DENIED_CODES = new Set(['EACCES', 'EPERM', 'EROFS']);
 
-function kindOf(error: unknown): StorageFailure {
+// Which StorageFailure a file-system error is.
+export function classify(error: unknown): StorageFailure {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (code && DENIED_CODES.has(code)) return 'denied';
   if (code === 'EIO' || code === 'EAGAIN' || code === 'EBUSY') return 'unavailable';
@@ -103,6 +104,7 @@ export const local = {
   secrets: [],
   // A folder has no write-once lock the job could set and nobody could lift.
   retention: false,
+  classify,
   open(common) {
     const root = resolve(common.bucket);
     let kind: 'folder' | 'file' | 'missing';
@@ -128,7 +130,7 @@ export const local = {
           await once(stream, 'open');
         } catch (error) {
           const code = (error as NodeJS.ErrnoException).code ?? '';
-          const kind = ['ENOENT', 'ENOTDIR', 'EISDIR'].includes(code) ? 'missing' : kindOf(error);
+          const kind = ['ENOENT', 'ENOTDIR', 'EISDIR'].includes(code) ? 'missing' : classify(error);
           throw new StorageError(`reading ${path} failed: ${(error as Error).message}`, kind, { cause: error });
         }
         return stream;
@@ -140,7 +142,7 @@ export const local = {
         if (start !== root && !start.startsWith(root + sep)) throw new StorageError(`prefix ${prefix} leaves the storage root`, 'other');
         const entries = await readdir(start, { withFileTypes: true, recursive: true }).catch((error: unknown) => {
           if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-          throw new StorageError(`listing ${start} failed: ${(error as Error).message}`, kindOf(error), { cause: error });
+          throw new StorageError(`listing ${start} failed: ${(error as Error).message}`, classify(error), { cause: error });
         });
         const found = [];
         for (const entry of entries) {
@@ -191,8 +193,8 @@ export const local = {
             throw new StorageError(`refusing to overwrite existing ${destination}`, 'other', { cause: error });
           }
           await removeCreatedDirs(dirname(destination), created);
-          if (ownFailure && !signal.aborted) throw new StorageError(`writing ${destination} failed: ${ownFailure.message}`, kindOf(ownFailure), { cause: ownFailure });
-          throw rootCause(error, body, signal, `writing ${destination} failed`, kindOf(error));
+          if (ownFailure && !signal.aborted) throw new StorageError(`writing ${destination} failed: ${ownFailure.message}`, classify(ownFailure), { cause: ownFailure });
+          throw rootCause(error, body, signal, `writing ${destination} failed`, classify(error));
         }
         await removeTemporary();
         return { url: pathToFileURL(destination).href };

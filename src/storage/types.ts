@@ -1,7 +1,8 @@
 // What every storage target must do. One file per STORAGE_TYPE implements it; registry.ts lists them.
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log.ts';
-import type { EnvSpecs } from '../config-specs.ts';
+import type { EnvSpecs, EnvValues } from '../config-specs.ts';
+import type { StorageFailure } from '../errors.ts';
 
 // One upload: the body is the finished backup stream; it errors if the dump fails.
 export type UploadRequest = {
@@ -65,7 +66,7 @@ export type CommonStorageSettings = {
 
 // A STORAGE_TYPE: the variables it reads (validated with everything else in config.ts), which of
 // them are secrets (and so may come from X_FILE), whether it can write objects locked (retainUntil),
-// and how to open a target from them.
+// how to open a target from their values, and how to classify its errors.
 export type StorageDriver<S extends EnvSpecs = EnvSpecs> = {
   env: S;
   secrets: readonly string[];
@@ -73,5 +74,7 @@ export type StorageDriver<S extends EnvSpecs = EnvSpecs> = {
   // the run asks the database for its size first.
   plansParts?: boolean;
   retention: boolean;
-  open(common: CommonStorageSettings, settings: Record<string, unknown>): StorageTarget;
+  open(common: CommonStorageSettings, settings: EnvValues<S>): StorageTarget;
+  // Which StorageFailure an error of this target's SDK, server or file system is.
+  classify(error: unknown): StorageFailure;
 };

@@ -7,7 +7,8 @@
 //
 // Without options: both modes, 2 GiB, the defaults (8 MiB blocks × 2); the target mode's stream comes
 // in 64 KiB chunks, about what a pipe from a child process hands on.
-import { azure, planBlocks } from '../../src/storage/azure.ts';
+import { azure, AZURE_BLOCKS } from '../../src/storage/azure.ts';
+import { planParts } from '../../src/storage/parts.ts';
 import { formatBytes, parseSize } from '../../src/units.ts';
 import { DEV_ACCOUNT, DEV_KEY, startAzurite } from '../support/azurite.ts';
 import { BENCH_BUCKET, runUploadBench } from './upload-harness.ts';
@@ -17,12 +18,11 @@ await runUploadBench({
   driver: azure,
   flags: ['size-hint', 'concurrency'],
   settings: ({ sizeHint, vars }) => {
-    const plan = planBlocks(
-      sizeHint,
-      vars.STORAGE_PART_SIZE === undefined ? undefined : parseSize(vars.STORAGE_PART_SIZE),
-      vars.STORAGE_CONCURRENCY === undefined ? undefined : Number(vars.STORAGE_CONCURRENCY),
-    );
-    return { blockSize: formatBytes(plan.blockSize), concurrency: plan.concurrency, predictedBuffers: formatBytes(plan.bufferBytes) };
+    const plan = planParts(AZURE_BLOCKS, sizeHint, {
+      partSize: vars.STORAGE_PART_SIZE === undefined ? undefined : parseSize(vars.STORAGE_PART_SIZE),
+      concurrency: vars.STORAGE_CONCURRENCY === undefined ? undefined : Number(vars.STORAGE_CONCURRENCY),
+    });
+    return { blockSize: formatBytes(plan.partSize), concurrency: plan.concurrency, predictedBuffers: formatBytes(plan.bufferBytes) };
   },
   start: async () => {
     const azurite = await startAzurite({ inMemory: true });

@@ -8,7 +8,8 @@
 // stream comes in 64 KiB chunks of incompressible bytes, about what a pipe from zstd hands on.
 // s3rver runs in this (parent) process and is reached directly, without the tests' fault front.
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { planParts, s3 } from '../../src/storage/s3.ts';
+import { planParts } from '../../src/storage/parts.ts';
+import { s3, S3_PARTS } from '../../src/storage/s3.ts';
 import { formatBytes, parseSize } from '../../src/units.ts';
 import { startS3Server } from '../support/s3-server.ts';
 import { BENCH_BUCKET, runUploadBench } from './upload-harness.ts';
@@ -18,7 +19,7 @@ await runUploadBench({
   driver: s3,
   flags: ['size-hint', 'concurrency'],
   settings: ({ sizeHint, vars }) => {
-    const plan = planParts(sizeHint, {
+    const plan = planParts(S3_PARTS, sizeHint, {
       partSize: vars.STORAGE_PART_SIZE === undefined ? undefined : parseSize(vars.STORAGE_PART_SIZE),
       concurrency: vars.STORAGE_CONCURRENCY === undefined ? undefined : Number(vars.STORAGE_CONCURRENCY),
     });

@@ -1,6 +1,6 @@
-// The contract every storage target must pass (see the comment on StorageTarget in src/storage/types.ts).
-// Each target's test file calls storageContract() once with a harness that talks to a real server or
-// emulator; the same assertions then run for local, S3, GCS and Azure.
+// The contract every storage target must pass (see the comment on StorageTarget in src/storage/types.ts),
+// and the helpers the storage tests share. Each target's test file calls storageContract() once with a
+// harness that talks to a real server or emulator; the same assertions then run for local, S3, GCS and Azure.
 //
 // Usage, in test/integration/storage/<type>.test.ts:
 //   storageContract('s3', async () => {
@@ -26,6 +26,34 @@ export type ContractHarness = {
   list(prefix: string): Promise<string[]>;
   teardown(): Promise<void>;
 };
+
+// The metadata every test upload carries.
+export const TEST_METADATA = { 'planb-run-id': '20261122T043300Z-3f9a1c2e', 'planb-db-type': 'postgresql' } as const;
+
+export const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+// An upload of `data` to `key` as a run makes it (zstd, TEST_METADATA, no size hint, a silent log).
+export function uploadRequest(key: string, data: Readable, overrides: Partial<UploadRequest> = {}): UploadRequest {
+  return {
+    key,
+    body: data,
+    signal: new AbortController().signal,
+    contentType: 'application/zstd',
+    metadata: TEST_METADATA,
+    sizeHint: undefined,
+    log: pino({ level: 'silent' }),
+    ...overrides,
+  };
+}
+
+// Polls `condition` until it holds; throws after `timeoutMs`.
+export async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not reached within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 
 // Deterministic bytes that do not compress: the same seed always gives the same stream.
 export function patternBytes(length: number, seed = 1): Buffer {
@@ -120,23 +148,12 @@ function endlessBody(chunk: Buffer): Readable {
   );
 }
 
-const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
-
 // Runs the contract suite for one target.
 export function storageContract(name: string, setup: () => Promise<ContractHarness>): void {
   describe(`${name} storage contract`, () => {
     let harness: ContractHarness;
     const prefix = `contract-${randomBytes(4).toString('hex')}/`;
-    const log = pino({ level: 'silent' });
-    const request = (key: string, data: Readable, signal = new AbortController().signal): UploadRequest => ({
-      key: `${prefix}${key}`,
-      body: data,
-      signal,
-      contentType: 'application/octet-stream',
-      metadata: { 'planb-run-id': 'contract' },
-      sizeHint: undefined,
-      log,
-    });
+    const request = (key: string, data: Readable, signal = new AbortController().signal) => uploadRequest(`${prefix}${key}`, data, { signal });
 
     before(async () => {
       harness = await setup();

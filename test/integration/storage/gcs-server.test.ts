@@ -1,7 +1,7 @@
 // The strict GCS stand-in (test/support/gcs-server.ts) behaves like GCS: the real @google-cloud/storage
 // client round-trips through it, and raw HTTP shows it rejects what GCS rejects.
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -9,10 +9,10 @@ import { after, before, describe, test } from 'node:test';
 import { Storage } from '@google-cloud/storage';
 import { OAuth2Client } from 'google-auth-library';
 import { GCS_CHUNK_UNIT, startGcsServer, type GcsServer } from '../../support/gcs-server.ts';
+import { sha256, waitFor } from '../storage-contract.ts';
 
 const BUCKET = 'backups';
 const KiB = 1024;
-const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 type Answer = { status: number; headers: Headers; text: string };
 
@@ -281,11 +281,3 @@ describe('the strict GCS test server', () => {
     assert.equal(second.status, 200);
   });
 });
-
-async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}

@@ -1,42 +1,27 @@
 // STORAGE_TYPE=gcs against the strict GCS stand-in (test/support/gcs-server.ts) with the real
 // @google-cloud/storage client: the shared contract suite (one streaming request, and 256 KiB chunks),
 // then what is specific to GCS: one streaming request, the session cancelled and never finalized on
-// failure, root cause over cleanup, classification, resume in chunked mode, back-pressure, settings.
+// failure, root cause over cleanup, classification, resume in chunked mode, back-pressure. The settings
+// rules are in test/unit/storage/gcs.test.ts.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
 import { Storage } from '@google-cloud/storage';
-import { cleanEnv } from 'envalid';
 import { pino } from 'pino';
-import { loadConfig } from '../../../src/config.ts';
-import { ConfigError, StorageError } from '../../../src/errors.ts';
+import { StorageError } from '../../../src/errors.ts';
 import { gcs } from '../../../src/storage/gcs.ts';
-import type { StorageTarget, UploadRequest } from '../../../src/storage/types.ts';
+import type { StorageTarget } from '../../../src/storage/types.ts';
 import { GCS_CHUNK_UNIT, startGcsServer, type GcsServer } from '../../support/gcs-server.ts';
-import { body, bodyFailingOnce, countingBody, patternBytes, steadyValue, storageContract } from '../storage-contract.ts';
+import { settingsFrom } from '../../support/storage-settings.ts';
+import { body, bodyFailingOnce, countingBody, patternBytes, sha256, steadyValue, storageContract, TEST_METADATA, uploadRequest } from '../storage-contract.ts';
 
 const BUCKET = 'planb-gcs-test';
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
-const silent = pino({ level: 'silent' });
-
-// The driver's variables as config.ts would clean them; a bad value throws instead of exiting.
-function settingsFrom(vars: Record<string, string>): Record<string, unknown> {
-  return cleanEnv(vars, gcs.env, {
-    reporter: ({ errors }) => {
-      if (Object.keys(errors).length > 0) throw new Error(Object.keys(errors).join(', '));
-    },
-  });
-}
 
 function openTarget(server: GcsServer, vars: Record<string, string> = {}, bucket = BUCKET): StorageTarget {
-  return gcs.open({ bucket, endpoint: server.url, region: undefined }, settingsFrom(vars));
+  return gcs.open({ bucket, endpoint: server.url, region: undefined }, settingsFrom(gcs, vars));
 }
 
 // The contract's harness: reads go through the SDK; leftovers include sessions still open.
@@ -69,15 +54,7 @@ describe('gcs target', () => {
   let target: StorageTarget;
   let counter = 0;
   const uniqueKey = (label: string) => `backups/${label}-${++counter}.dump`;
-  const request = (key: string, data: Readable, signal = new AbortController().signal): UploadRequest => ({
-    key,
-    body: data,
-    signal,
-    contentType: 'application/zstd',
-    metadata: { 'planb-run-id': 'run-1', 'planb-db-type': 'postgresql' },
-    sizeHint: undefined,
-    log: silent,
-  });
+  const request = (key: string, data: Readable, signal = new AbortController().signal) => uploadRequest(key, data, { signal });
   const exists = async (key: string) => (await client.bucket(BUCKET).file(key).exists())[0];
   const sessionsFor = (key: string) => server.sessions().filter((session) => session.name === key);
   // The sessions for a key once the server has seen every connection to them end (a request cut by
@@ -113,7 +90,7 @@ describe('gcs target', () => {
     ]);
     const [metadata] = await client.bucket(BUCKET).file(key).getMetadata();
     assert.equal(metadata.contentType, 'application/zstd');
-    assert.deepEqual(metadata.metadata, { 'planb-run-id': 'run-1', 'planb-db-type': 'postgresql' });
+    assert.deepEqual(metadata.metadata, TEST_METADATA);
   });
 
   test('STORAGE_CLASS sets the storage class of the object', async () => {
@@ -285,35 +262,5 @@ describe('gcs target', () => {
       await upload.catch(() => undefined);
     }
     assert.equal(await exists(key), false);
-  });
-
-  test('STORAGE_PART_SIZE must be a multiple of 256 KiB, and STORAGE_CLASS a GCS class', () => {
-    assert.equal(settingsFrom({ STORAGE_PART_SIZE: '8MiB' }).STORAGE_PART_SIZE, 8 * MiB);
-    assert.throws(() => settingsFrom({ STORAGE_PART_SIZE: '1000000' }), /STORAGE_PART_SIZE/);
-    assert.throws(() => settingsFrom({ STORAGE_PART_SIZE: '128KiB' }), /STORAGE_PART_SIZE/);
-    assert.throws(() => settingsFrom({ STORAGE_CLASS: 'GLACIER' }), /STORAGE_CLASS/);
-  });
-
-  test('GCS_CREDENTIALS_JSON must be credentials JSON, is never echoed, and can come from GCS_CREDENTIALS_JSON_FILE', async () => {
-    const base = { DB_TYPE: 'postgresql', DB_NAME: 'app', STORAGE_TYPE: 'gcs', STORAGE_BUCKET: BUCKET };
-    const broken = '{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----secret-material';
-    assert.throws(() => loadConfig({ ...base, GCS_CREDENTIALS_JSON: broken }), (error) => {
-      assert.ok(error instanceof ConfigError);
-      assert.match(error.message, /GCS_CREDENTIALS_JSON: is not valid JSON/);
-      assert.doesNotMatch(error.message, /secret-material/);
-      return true;
-    });
-    assert.throws(() => loadConfig({ ...base, GCS_CREDENTIALS_JSON: '{"type":"service_account"}' }), /client_email and private_key/);
-
-    const key = JSON.stringify({ type: 'service_account', client_email: 'backup@p.iam.gserviceaccount.com', private_key: 'not-a-real-key-0123456789' });
-    const dir = await mkdtemp(join(tmpdir(), 'planb-gcs-'));
-    try {
-      await writeFile(join(dir, 'key.json'), `${key}\n`, { mode: 0o600 });
-      const config = loadConfig({ ...base, GCS_CREDENTIALS_JSON_FILE: join(dir, 'key.json') });
-      assert.equal(config.storage.settings.GCS_CREDENTIALS_JSON, key);
-      assert.ok(config.secrets.includes(key), 'the key is scrubbed from anything that leaves the process');
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
   });
 });

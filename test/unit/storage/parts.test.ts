@@ -1,8 +1,9 @@
+// The shared multipart planner and cutter (src/storage/parts.ts), on small made-up limits.
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { test } from 'node:test';
-import { capacityGuard, cutParts, type Part } from '../../../src/storage/parts.ts';
+import { capacityGuard, cutParts, EXTRA_PART_BUFFERS, planParts, SIZE_HINT_MARGIN, type Part, type PartLimits } from '../../../src/storage/parts.ts';
 
 // Chunks of these sizes whose bytes count up (mod 256) across the whole stream.
 function bytes(sizes: number[]): Buffer[] {
@@ -80,4 +81,41 @@ test('capacityGuard lets a body of exactly its capacity through', async () => {
   guard.on('data', (chunk: Buffer) => passed.push(chunk));
   await pipeline(Readable.from(bytes([4, 4, 4])), guard);
   assert.equal(Buffer.concat(passed).length, 12);
+});
+
+const MiB = 1024 * 1024;
+// A store of 100 parts of 2–50 MiB and objects up to 1000 MiB; 4 MiB parts two at a time by default.
+const LIMITS: PartLimits = { maxParts: 100, minPartSize: 2 * MiB, maxPartSize: 50 * MiB, maxObjectSize: 1000 * MiB, defaultPartSize: 4 * MiB, defaultConcurrency: 2, configuredMargin: 1 };
+
+test('without a hint the plan is the default part size and concurrency, with its capacity and buffer memory', () => {
+  assert.deepEqual(planParts(LIMITS, undefined), { partSize: 4 * MiB, concurrency: 2, capacity: 400 * MiB, bufferBytes: 4 * MiB * (2 + EXTRA_PART_BUFFERS) });
+  assert.deepEqual(planParts(LIMITS, 0), planParts(LIMITS, undefined), 'an empty hint is no hint');
+  assert.deepEqual(planParts(LIMITS, Number.NaN), planParts(LIMITS, undefined));
+});
+
+test('a hint grows the parts, in whole MiB, until the hint times the margin fits in the part count', () => {
+  for (let hint = 1; hint <= 2000 * MiB; hint = Math.ceil(hint * 1.7)) {
+    const plan = planParts(LIMITS, hint);
+    assert.equal(plan.partSize % MiB, 0, `${hint}: whole MiB`);
+    assert.ok(plan.capacity >= Math.min(hint * SIZE_HINT_MARGIN, LIMITS.maxObjectSize), `${hint}: ${plan.capacity}`);
+    assert.ok(plan.partSize === LIMITS.defaultPartSize || plan.partSize - MiB < (hint * SIZE_HINT_MARGIN) / LIMITS.maxParts, `${hint}: no bigger than needed`);
+    assert.ok(plan.capacity <= LIMITS.maxObjectSize && plan.partSize <= LIMITS.maxPartSize);
+  }
+  assert.equal(planParts(LIMITS, 300 * MiB).partSize, 6 * MiB);
+});
+
+test('a configured part size is kept when it fits, and raised to configuredMargin × the hint when it does not', () => {
+  assert.deepEqual(planParts(LIMITS, 100 * MiB, { partSize: 3 * MiB, concurrency: 5 }), { partSize: 3 * MiB, concurrency: 5, capacity: 300 * MiB, bufferBytes: 18 * MiB });
+  const exact = planParts(LIMITS, 500 * MiB, { partSize: 3 * MiB });
+  assert.equal(exact.partSize, 5 * MiB);
+  assert.equal(exact.raisedFrom, 3 * MiB);
+  const withHeadroom = planParts({ ...LIMITS, configuredMargin: SIZE_HINT_MARGIN }, 500 * MiB, { partSize: 3 * MiB });
+  assert.equal(withHeadroom.partSize, 10 * MiB);
+  assert.equal(withHeadroom.raisedFrom, 3 * MiB);
+});
+
+test('parts stay within the store limits, whatever is configured or hinted', () => {
+  assert.equal(planParts(LIMITS, undefined, { partSize: 1 }).partSize, LIMITS.minPartSize);
+  assert.equal(planParts(LIMITS, 10 * 1000 * MiB).partSize, 10 * MiB, 'a hint above the object limit plans for the limit');
+  assert.equal(planParts({ ...LIMITS, maxPartSize: 8 * MiB }, 1000 * MiB).partSize, 8 * MiB);
 });
