@@ -24,6 +24,7 @@ import { DUMP_FORMATS, type Counts, type DumpFormat, type RunQuery } from './res
 import { slug } from './run.ts';
 import type { StorageTarget } from './storage/types.ts';
 import { STORAGE_DRIVERS } from './storage/registry.ts';
+import { TIMED_OUT, withTimeout } from './timeout.ts';
 import { formatBytes } from './units.ts';
 import { which } from './which.ts';
 
@@ -174,15 +175,8 @@ async function intoTool(command: DumpCommand, stages: (Readable | Writable)[], r
 
 // What `exited` rejected with, if it settles within `ms`; undefined when it resolved or is still running.
 async function failureWithin(exited: Promise<unknown>, ms: number): Promise<Error | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(resolve, ms, undefined);
-  });
-  try {
-    return await Promise.race([exited.then(() => undefined, (error: unknown) => error as Error), late]);
-  } finally {
-    clearTimeout(timer);
-  }
+  const outcome = await withTimeout(exited.then(() => undefined, (error: unknown) => error as Error), ms);
+  return outcome === TIMED_OUT ? undefined : outcome;
 }
 
 // The tool stopped reading: its own exit tells why.

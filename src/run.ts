@@ -174,6 +174,15 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       const compressed = compressor?.input ? [...compressor.stages, watch.stream] : (compressor?.stages ?? []);
       const hold = holdUntilExit(finished);
       const stages = [...source, ...compressed, ...(encryptor ? [encryptor.stage] : []), stored.stream, hold, upload];
+      // The moment any stage fails, the tools are stopped, before the pipeline tears their pipes down:
+      // one that then dies of a write error is a StoppedError, not a cause. (age keeps its own failure
+      // when it had already exited: see encrypt.ts.)
+      const stopTools = (): void => {
+        dump.stop();
+        compressor?.kill();
+        encryptor?.kill();
+      };
+      for (const stage of stages) if (typeof stage !== 'function') stage.once('error', stopTools);
       const stallTimeout = config.backup.stallTimeoutMs;
       const stall = watchStall(hold, () => stored.bytes() - stored.stream.readableLength, stallTimeout, () =>
         context.stall.abort(new StorageError(`no byte was stored for ${formatDuration(stallTimeout)} (BACKUP_STALL_TIMEOUT): the ${config.storage.type} store stopped answering`, 'unavailable')),

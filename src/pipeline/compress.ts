@@ -88,7 +88,8 @@ function startCli(file: string, name: string, cli: Cli, level: number, path: str
     child.stderr.once('close', resolve);
   });
   let finalRawBytes: number | undefined;
-  // Set when kill() stopped it because something else failed: its death is then not a failure of its own.
+  // Set when kill() stopped it because something else failed: an exit seen after that is not a failure
+  // of its own, even one it made itself (a write error once its reader was gone).
   let stopped = false;
   const exited = new Promise<void>((resolve, reject) => {
     child.once('error', (error) => reject(new DumpError(`${name} could not start: ${error.message}`, { kind: 'failed', stage: 'compress' }, { cause: error })));
@@ -100,7 +101,7 @@ function startCli(file: string, name: string, cli: Cli, level: number, path: str
   const settle = async (code: number | null, signal: NodeJS.Signals | null): Promise<void> => {
     await withTimeout(stderrClosed, STDERR_GRACE_MS);
     const problems = stderr.split('\n').filter((line) => line.trim() !== '' && !ZSTD_CHATTER.test(line)).join('\n');
-    if (stopped && code === null) throw new StoppedError('compress', name);
+    if (stopped && code !== 0) throw new StoppedError('compress', name);
     if (code !== 0) {
       throw new DumpError(`${name} failed (${signal ? `killed by ${signal}` : `exit code ${code}`})${problems ? `: ${problems}` : ''}`, {
         kind: 'failed',
