@@ -87,8 +87,8 @@ export async function removeSecretsDir(dir: string, log: Logger): Promise<void> 
 }
 
 // Asks the tool for its version (`pg_dump (PostgreSQL) 16.4`); 'unknown' if it will not say.
-export async function toolVersion(file: string, env: Readonly<Record<string, string>>): Promise<string> {
-  const result = await execa(file, ['--version'], { env, extendEnv: false, reject: false, timeout: VERSION_TIMEOUT_MS, stdin: 'ignore' });
+export async function toolVersion(file: string, env: Readonly<Record<string, string>>, args: readonly string[] = ['--version']): Promise<string> {
+  const result = await execa(file, args, { env, extendEnv: false, reject: false, timeout: VERSION_TIMEOUT_MS, stdin: 'ignore' });
   const line = `${result.stdout}`.split('\n').find((l) => l.trim() !== '');
   return result.exitCode === 0 && line ? line.trim() : 'unknown';
 }

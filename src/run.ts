@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Config } from './config.ts';
 import { createSecretsDir, removeSecretsDir, runPreflight, startDump, toolVersion, writeCredentialFiles } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
-import type { DbConfig } from './engines/types.ts';
+import type { DbConfig, DumpCommand, DumpEngine, Spool } from './engines/types.ts';
 import { ConfigError, DumpError, StorageError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
@@ -21,6 +21,7 @@ import { captureFacts, factsKey, storeFacts, unitOf, type Facts, type FactsCaptu
 import type { ObjectReport, RunReport, VerificationReport } from './report.ts';
 import type { StorageDriver, StorageTarget } from './storage/types.ts';
 import { logVerification, verificationFailure, verifyObject } from './verify.ts';
+import { removeSpool, runSpool } from './spool.ts';
 import { STORAGE_DRIVERS } from './storage/registry.ts';
 import { formatBytes, formatDuration } from './units.ts';
 import { plannedSize } from './probe.ts';
@@ -76,13 +77,13 @@ type BackupContext = {
 async function backup(config: Config, context: BackupContext): Promise<ObjectReport> {
   const { run, facts } = context;
   const { log, signal } = run;
-  const engine = ENGINES[config.db.type];
+  const engine: DumpEngine = ENGINES[config.db.type];
   const path = config.toolEnv.PATH ?? '';
   const tool = which(engine.tools(config.db), path);
   if (!tool) {
     throw new DumpError(`none of ${engine.tools(config.db).join(', ')} is on PATH; this image cannot dump ${config.db.type}`, { kind: 'missing-tool' });
   }
-  facts.tool = { name: tool.name, version: await toolVersion(tool.file, config.toolEnv) };
+  facts.tool = { name: tool.name, version: await toolVersion(tool.file, config.toolEnv, engine.versionArgs) };
 
   const compression = config.backup.compression;
   const encryption = config.backup.encryption;
@@ -95,9 +96,11 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
   const secretsDir = await createSecretsDir(log);
   // Row counts taken for the dump (BACKUP_FACTS, BACKUP_VERIFY): PostgreSQL's holds the dump's snapshot open.
   let capture: FactsCapture | undefined;
+  let spool: Spool | undefined;
   try {
     await runPreflight(engine, config.db, { secretsDir, tool: tool.file, compression, baseEnv: config.toolEnv, signal, log, scrub: run.scrub });
-    const plain = engine.command(config.db, { secretsDir, tool: tool.file, compression });
+    const plain: DumpCommand = engine.command(config.db, { secretsDir, tool: tool.file, compression });
+    spool = plain.spool;
     await writeCredentialFiles(plain);
     if (config.job.captureFacts) capture = await captureFacts(config, plain, { secretsDir, log, scrub: run.scrub, signal });
     const command = capture?.command ?? plain;
@@ -113,10 +116,12 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     // JavaScript, or decoded back from zstd's output where the zstd CLI reads the dump itself.
     const check = engine.completeness(config.db);
     const watch = compressor?.input ? watchZstd(check, tool.name) : watchRaw(check, tool.name);
+    const spoolSteps = command.spool?.steps.map((step) => [step.file, ...step.args].map(run.scrub));
     log.info(
       {
         tool: facts.tool,
         args: command.args.map(run.scrub),
+        ...(spoolSteps && { spoolSteps }),
         compressor: compressor?.describe ?? 'none',
         ...(encryption && { encryption: { format: 'age', recipients: encryption.recipients } }),
         ...(retainUntil && { retainUntil: { date: retainUntil.date.toISOString(), mode: retainUntil.mode } }),
@@ -127,6 +132,15 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       'backup started',
     );
     const streamStart = performance.now();
+    // A tool that cannot write to stdout writes to disk first; the command then streams what it wrote.
+    if (command.spool) {
+      await runSpool(command.spool, engine, { baseEnv: config.toolEnv, signal, log, scrub: run.scrub, toolName: tool.name }).catch(async (error: unknown) => {
+        compressor?.kill();
+        encryptor?.kill();
+        await Promise.allSettled([compressor?.exited, encryptor?.exited]);
+        throw error;
+      });
+    }
     // A compressor with an `input` reads the dump's stdout itself: the raw bytes stay out of JavaScript.
     const dump = startDump(command, engine, { baseEnv: config.toolEnv, signal, log, scrub: run.scrub, stdout: compressor?.input });
     compressor?.releaseInput();
@@ -218,6 +232,7 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     }
   } finally {
     await capture?.close();
+    if (spool) await removeSpool(spool, log);
     await removeSecretsDir(secretsDir, log);
   }
 }

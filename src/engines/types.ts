@@ -20,7 +20,7 @@ export type DbConfig = {
 };
 
 // Canonical database types (`postgres` is accepted as an alias of `postgresql` in config.ts).
-export const DB_TYPES = ['postgresql', 'mysql', 'mariadb', 'mongodb', 'redis', 'sqlite'] as const;
+export const DB_TYPES = ['postgresql', 'mysql', 'mariadb', 'mongodb', 'redis', 'sqlite', 'etcd', 'arangodb', 'cassandra', 'mssql'] as const;
 export type DbType = (typeof DB_TYPES)[number];
 
 // DB_TLS, in libpq's words; each engine maps them onto its own tool's flags.
@@ -34,11 +34,29 @@ export type Compression = 'zstd' | 'gzip' | 'none';
 export type CredentialFile = { path: string; content: string };
 
 // Everything needed to start the dump tool. Secrets live only in `env` and `files`, never in `args`.
+// For a tool that cannot write to stdout, `spool` runs first and `file`/`args` then stream what it wrote.
 export type DumpCommand = {
   file: string;
   args: readonly string[];
   env: Readonly<Record<string, string>>;
   files: readonly CredentialFile[];
+  spool?: Spool;
+};
+
+// A dump written to disk before it is streamed: etcdctl writes a file, arangodump a directory, SQL
+// Server's BACKUP a file the server writes. The run checks free space at `path`'s parent first, runs
+// `steps` in order (each must exit 0), logs the size, streams it with the command, and removes `path`
+// on every exit path.
+export type Spool = { path: string; kind: 'file' | 'directory'; steps: readonly SpoolStep[] };
+
+// One command of a spool. Its stdout goes to `stdoutTo` (a file in the spool) when set; otherwise it is
+// kept (bounded) for `then`, which may derive further steps from it (Cassandra lists its tables so).
+export type SpoolStep = {
+  file: string;
+  args: readonly string[];
+  env: Readonly<Record<string, string>>;
+  stdoutTo?: string;
+  then?: (stdout: string) => readonly SpoolStep[];
 };
 
 // Inputs a command needs besides the settings: where credential files go, which binary was found.
@@ -65,6 +83,8 @@ export type DumpEngine = {
   tools(db: DbConfig): readonly string[];
   // Tool that restores the dump, checked in the image build and named in docs/databases.md.
   restoreTool: string;
+  // How the tools print their version, when not with --version.
+  versionArgs?: readonly string[];
   defaultPort: number | undefined;
   // File extension of the raw dump, before compression adds its own.
   extension(db: DbConfig): string;

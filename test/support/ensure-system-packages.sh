@@ -14,6 +14,7 @@ readonly NEEDED=(
   my_print_defaults:mariadb-client-core mkfifo:coreutils
   redis-server:redis-server redis-cli:redis-tools
   sqlite3:sqlite3 zstd:zstd pigz:pigz age:age age-keygen:age
+  etcd:etcd-server etcdctl:etcd-client
   setpriv:util-linux
   "$@"
 )

@@ -569,3 +569,77 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     };
   });
 }
+
+// An etcd member with authentication on: user `root` (role root) with a password, client and peer
+// URLs on free loopback ports.
+export type EtcdServer = TestServer & {
+  readonly endpoint: string;
+  // Runs etcdctl as root (the password in its env); returns stdout.
+  ctl(args: readonly string[], input?: string): Promise<string>;
+  // Every key and value, sorted by key.
+  pairs(): Promise<[string, string][]>;
+};
+
+// Start on an existing data directory (a restored snapshot) instead of a fresh one; `password` is the
+// root password that directory already holds.
+export type EtcdOptions = { dataDir?: string; name?: string; password?: string };
+
+// The member name and cluster token every test etcd uses: a restore must name the same member.
+export const ETCD_MEMBER = 'planb';
+
+// A throw-away etcd: a fresh member with auth enabled, or one started on a restored data directory.
+export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> {
+  const etcdBin = required('etcd');
+  const etcdctl = required('etcdctl');
+  const entry = await makeTempDir('etcd', undefined);
+  const { tempDir } = entry;
+  return startSafely(entry, async () => {
+    const user = 'root';
+    const password = options.password ?? newPassword();
+    const dataDir = options.dataDir ?? join(tempDir, 'data');
+    const logFile = join(tempDir, 'etcd.log');
+    let authOn = options.dataDir !== undefined;
+    const run = async (port: number, args: readonly string[], input?: string, signal?: AbortSignal) =>
+      execa(etcdctl, [`--endpoints=http://${HOST}:${port}`, '--dial-timeout=5s', ...args], {
+        env: clientEnv(authOn ? { ETCDCTL_USER: user, ETCDCTL_PASSWORD: password } : {}),
+        extendEnv: false, reject: false, timeout: QUERY_TIMEOUT_MS, input: input ?? '', ...(signal && { cancelSignal: signal }),
+      });
+    const probe: Probe = async (port, signal) => {
+      const result = await run(port, ['endpoint', 'health'], undefined, signal);
+      const refused = /authentication failed|invalid auth/i.test(result.stderr);
+      return { ready: result.exitCode === 0, ...(refused ? { refused: result.stderr } : {}) };
+    };
+    // The peer URL is only bound, never used: a single-member cluster.
+    const peer = `http://${HOST}:${await freePort()}`;
+    const { proc, port } = await launchOnFreePort('etcd', entry, logFile, (port) => {
+      return spawnServer(etcdBin, [
+        `--name=${options.name ?? ETCD_MEMBER}`, `--data-dir=${dataDir}`,
+        `--listen-client-urls=http://${HOST}:${port}`, `--advertise-client-urls=http://${HOST}:${port}`,
+        `--listen-peer-urls=${peer}`, `--initial-advertise-peer-urls=${peer}`, `--initial-cluster=${options.name ?? ETCD_MEMBER}=${peer}`,
+        '--logger=zap', '--log-outputs=stderr',
+      ], tempDir, logFile, undefined);
+    }, probe);
+    const ctl = async (args: readonly string[], input?: string): Promise<string> => {
+      const result = await run(port, args, input);
+      if (result.exitCode !== 0) throw new Error(`etcdctl ${args[0] ?? ''} ${args[1] ?? ''} failed: ${result.stderr}`);
+      return result.stdout;
+    };
+    if (!authOn) {
+      await ctl(['user', 'add', user, '--interactive=false'], `${password}\n`);
+      await ctl(['user', 'grant-role', user, 'root']);
+      await ctl(['auth', 'enable']);
+      authOn = true;
+    }
+    const pairs = async (): Promise<[string, string][]> => {
+      const out = JSON.parse(await ctl(['get', '', '--prefix', '--write-out=json'])) as { kvs?: { key: string; value: string }[] };
+      const decode = (text: string) => Buffer.from(text, 'base64').toString('latin1');
+      return (out.kvs ?? []).map((kv): [string, string] => [decode(kv.key), decode(kv.value)]).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    };
+    return {
+      host: HOST, port, user, password, dataDir, tempDir, logFile, pid: proc.pid,
+      endpoint: `http://${HOST}:${port}`,
+      ctl, pairs,
+      ...lifecycle(entry, proc, 'SIGTERM'),
+    };
+  });
+}

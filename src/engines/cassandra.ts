@@ -1,0 +1,99 @@
+// DB_TYPE=cassandra: a logical backup of one keyspace through cqlsh, the only tool that can reach a
+// cluster from outside its nodes: `DESCRIBE KEYSPACE` for the schema, then `COPY … TO` one CSV per
+// table. It is not a node snapshot (nodetool snapshot works on a node's own disk): each table is read
+// at the time its COPY runs, at consistency ONE by default, so writes during the dump can make tables
+// disagree with each other; large tables take long (COPY pages through every row). cqlsh writes the
+// files into the run's private directory; the directory is streamed as a tar archive and removed.
+// Restore: `cqlsh -f schema.cql`, then `COPY ks.table FROM 'table.csv' WITH HEADER = true` per table.
+import { join } from 'node:path';
+import type { DbConfig, DumpEngine, SpoolStep } from './types.ts';
+import { streamSpool } from './spooled.ts';
+
+// Seconds cqlsh waits for a connection, and for one request (one page of a COPY).
+const CONNECT_TIMEOUT_SECONDS = '30';
+const REQUEST_TIMEOUT_SECONDS = '120';
+
+const quoteName = (name: string): string => `"${name.replaceAll('"', '""')}"`;
+const quoteString = (text: string): string => `'${text.replaceAll("'", "''")}'`;
+
+// The table names in cqlsh's printout of `SELECT table_name …`: the rows between the dashes and `(N rows)`.
+export function parseTableNames(stdout: string): string[] {
+  const lines = stdout.split('\n').map((line) => line.trim());
+  const start = lines.findIndex((line) => /^-+$/.test(line));
+  if (start < 0) return [];
+  const names: string[] = [];
+  for (const line of lines.slice(start + 1)) {
+    if (line === '' || /^\(\d+ rows?\)$/.test(line)) break;
+    names.push(line);
+  }
+  return names;
+}
+
+export const cassandra = {
+  tools: () => ['cqlsh'],
+  restoreTool: 'cqlsh',
+  defaultPort: 9042,
+  extension: () => '.tar',
+
+  validate(db) {
+    const problems: string[] = [];
+    if (!db.host) problems.push('DB_HOST is required for cassandra');
+    if (!db.name) problems.push('DB_NAME is required for cassandra: the keyspace to back up');
+    if (db.allDatabases) problems.push('DB_ALL_DATABASES is not supported for cassandra: run one job per keyspace');
+    if (db.password !== undefined && (/[\r\n]/.test(db.password) || db.password.trim() !== db.password)) {
+      problems.push('DB_PASSWORD for cassandra cannot hold line breaks or leading or trailing spaces (cqlsh reads it from an ini file)');
+    }
+    if (db.username !== undefined && /[\r\n]/.test(db.username)) problems.push('DB_USERNAME for cassandra cannot hold line breaks');
+    return problems;
+  },
+
+  command(db, { secretsDir, tool }) {
+    const cqlshrc = join(secretsDir, 'cqlshrc');
+    const path = join(secretsDir, 'dump');
+    const keyspace = db.name ?? '';
+    const tls = db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
+    const cqlsh = (statement: string, extra: Partial<SpoolStep> = {}): SpoolStep => ({
+      file: tool,
+      args: [
+        `--cqlshrc=${cqlshrc}`,
+        ...(tls ? ['--ssl'] : []),
+        `--connect-timeout=${CONNECT_TIMEOUT_SECONDS}`,
+        `--request-timeout=${REQUEST_TIMEOUT_SECONDS}`,
+        ...db.extraArgs,
+        '-e', statement,
+        db.host ?? '', String(db.port ?? 9042),
+      ],
+      env: {},
+      ...extra,
+    });
+    const copy = (table: string) => cqlsh(`COPY ${quoteName(keyspace)}.${quoteName(table)} TO ${quoteString(join(path, `${table}.csv`))} WITH HEADER = true`);
+    const spool = {
+      path,
+      kind: 'directory',
+      steps: [
+        cqlsh(`DESCRIBE KEYSPACE ${quoteName(keyspace)}`, { stdoutTo: join(path, 'schema.cql') }),
+        cqlsh(`SELECT table_name FROM system_schema.tables WHERE keyspace_name = ${quoteString(keyspace)}`, {
+          then: (stdout: string) => parseTableNames(stdout).map(copy),
+        }),
+      ],
+    } as const;
+    return { ...streamSpool(spool), env: {}, files: [{ path: cqlshrc, content: cqlshrcFile(db) }], spool };
+  },
+
+  classify(stderr) {
+    if (/AuthenticationFailed|Bad credentials|Unauthorized|Provided username .* incorrect/i.test(stderr)) return 'auth';
+    if (/Unable to connect|Connection refused|NoHostAvailable|timed out|Name or service not known/i.test(stderr)) return 'unreachable';
+    return 'failed';
+  },
+} satisfies DumpEngine;
+
+// cqlsh reads the credentials (and TLS settings) from its cqlshrc, an ini file read without interpolation.
+function cqlshrcFile(db: DbConfig): string {
+  const lines = ['[authentication]'];
+  if (db.username !== undefined) lines.push(`username = ${db.username}`);
+  if (db.password !== undefined) lines.push(`password = ${db.password}`);
+  if (db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer') {
+    lines.push('[ssl]', `validate = ${db.tls === 'require' ? 'false' : 'true'}`, ...(db.tlsCaFile ? [`certfile = ${db.tlsCaFile}`] : []));
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,108 @@
+// DB_TYPE=etcd: `etcdctl snapshot save`, the server's own consistent snapshot of the whole keyspace.
+// etcdctl writes it only to a file (it fsyncs and renames a `.part` file, so a pipe will not do): the
+// file goes into the run's private 0700 directory, is streamed from there and removed with it.
+// Restore: `etcdutl snapshot restore backup.db --data-dir NEW` (etcd 3.4: `etcdctl snapshot restore`).
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { streamSpool } from './spooled.ts';
+import type { DbConfig, DumpEngine } from './types.ts';
+
+// etcdctl applies its --command-timeout (5 s by default) to the whole snapshot transfer, which a
+// database of a few GiB outlasts; the job's own deadline (BACKUP_TIMEOUT) and SIGTERM bound it instead.
+const SNAPSHOT_TIMEOUT = '24h';
+// How long etcdctl waits for a connection before it reports the server unreachable.
+const DIAL_TIMEOUT = '10s';
+// The server appends the SHA-256 of the snapshot to it; etcdutl restore checks it.
+const SHA256_BYTES = 32;
+// bbolt writes whole pages: without the hash, a snapshot is a multiple of this.
+const HASHED_SIZE_MODULUS = 512;
+
+function endpoint(db: DbConfig): string {
+  const tls = db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
+  const host = db.host?.includes(':') ? `[${db.host}]` : (db.host ?? '');
+  return `${tls ? 'https' : 'http'}://${host}:${db.port ?? 2379}`;
+}
+
+// The snapshot file inside the private directory.
+export function snapshotPath(secretsDir: string): string {
+  return join(secretsDir, 'snapshot.db');
+}
+
+export const etcd = {
+  tools: () => ['etcdctl'],
+  restoreTool: 'etcdutl',
+  // etcdctl and etcdutl have a `version` command and no --version flag.
+  versionArgs: ['version'],
+  defaultPort: 2379,
+  extension: () => '.db',
+
+  validate(db) {
+    const problems: string[] = [];
+    if (!db.host) problems.push('DB_HOST is required for etcd');
+    if (db.name !== undefined) problems.push('DB_NAME does not apply to etcd: a snapshot holds the whole keyspace');
+    if (db.allDatabases) problems.push('DB_ALL_DATABASES does not apply to etcd: a snapshot holds the whole keyspace');
+    if (db.username !== undefined && db.password === undefined) problems.push('DB_PASSWORD (or DB_PASSWORD_FILE) is required with DB_USERNAME for etcd: etcdctl would prompt for it');
+    if (db.password !== undefined && db.username === undefined) problems.push('DB_USERNAME is required with DB_PASSWORD for etcd');
+    if (db.username?.includes(':')) problems.push('DB_USERNAME for etcd cannot contain ":" (etcdctl reads user:password)');
+    return problems;
+  },
+
+  command(db, { secretsDir, tool }) {
+    const path = snapshotPath(secretsDir);
+    const tls = db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
+    const args = [
+      `--endpoints=${endpoint(db)}`,
+      `--dial-timeout=${DIAL_TIMEOUT}`,
+      `--command-timeout=${SNAPSHOT_TIMEOUT}`,
+      ...(tls && db.tls === 'require' ? ['--insecure-skip-tls-verify=true'] : []),
+      ...(db.tlsCaFile ? [`--cacert=${db.tlsCaFile}`] : []),
+      ...db.extraArgs,
+      'snapshot', 'save', path,
+    ];
+    // etcdctl reads every flag from ETCDCTL_<FLAG> too: the user and password never appear in argv.
+    const env: Record<string, string> = {
+      ...(db.username !== undefined && { ETCDCTL_USER: db.username }),
+      ...(db.password !== undefined && { ETCDCTL_PASSWORD: db.password }),
+    };
+    const spool = { path, kind: 'file', steps: [{ file: tool, args, env }] } as const;
+    return { ...streamSpool(spool), env: {}, files: [], spool };
+  },
+
+  classify(stderr) {
+    if (/authentication failed|invalid auth token|permission denied|user name is empty|user name not found|auth: /i.test(stderr)) return 'auth';
+    if (/connection refused|context deadline exceeded|no such host|i\/o timeout|transport: Error while dialing|DeadlineExceeded|Unavailable/i.test(stderr)) return 'unreachable';
+    return 'failed';
+  },
+} satisfies DumpEngine;
+
+// The completeness mark of an etcd snapshot: its last 32 bytes are the SHA-256 of everything before
+// them (what `etcdutl snapshot restore` checks unless told --skip-hash-check). Checked on the stream
+// in constant memory: a hash of all but the last 32 bytes seen so far, and those 32 bytes held back.
+export function snapshotHashCheck(): { scope: 'stream'; write(chunk: Buffer): void; verdict(): string | undefined } {
+  const hash = createHash('sha256');
+  let held = Buffer.alloc(0);
+  let total = 0;
+  let result: { reason: string | undefined } | undefined;
+  const judge = (): string | undefined => {
+    if (total % HASHED_SIZE_MODULUS !== SHA256_BYTES) {
+      return `the etcd snapshot is ${total} bytes, not whole bolt pages plus a 32-byte SHA-256: truncated, or saved without its hash`;
+    }
+    const actual = hash.digest();
+    if (!actual.equals(held)) return `the etcd snapshot's SHA-256 (${actual.toString('hex').slice(0, 16)}…) does not match the hash it ends with: the snapshot is corrupt`;
+    return undefined;
+  };
+  return {
+    scope: 'stream',
+    write(chunk) {
+      total += chunk.length;
+      const joined = held.length === 0 ? chunk : Buffer.concat([held, chunk]);
+      const cut = Math.max(0, joined.length - SHA256_BYTES);
+      if (cut > 0) hash.update(joined.subarray(0, cut));
+      held = Buffer.from(joined.subarray(cut));
+    },
+    verdict() {
+      result ??= { reason: judge() };
+      return result.reason;
+    },
+  };
+}

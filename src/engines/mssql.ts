@@ -1,0 +1,70 @@
+// DB_TYPE=mssql: `BACKUP DATABASE … WITH COPY_ONLY, CHECKSUM` through sqlcmd, then `RESTORE
+// VERIFYONLY … WITH CHECKSUM`. SQL Server writes a backup itself, on its own filesystem; no client tool
+// receives it as a stream. The backup goes into the run's private directory, which the server must
+// see at the same path (TMPDIR on a volume both containers mount, the server running as the same
+// uid); the job then streams the file and removes it. Restore: `RESTORE DATABASE [name] FROM DISK = N'…'`.
+import { join } from 'node:path';
+import { streamSpool } from './spooled.ts';
+import type { DbConfig, DumpEngine } from './types.ts';
+
+// Seconds sqlcmd waits to log in before it reports the server unreachable.
+const LOGIN_TIMEOUT_SECONDS = '30';
+
+const quoteName = (name: string): string => `[${name.replaceAll(']', ']]')}]`;
+const quoteString = (text: string): string => `N'${text.replaceAll("'", "''")}'`;
+
+// sqlcmd's connection arguments; the password travels in SQLCMDPASSWORD.
+function connection(db: DbConfig): string[] {
+  return [
+    '-S', `tcp:${db.host ?? ''},${db.port ?? 1433}`,
+    ...(db.username ? ['-U', db.username] : []),
+    // ODBC Driver 18 encrypts and verifies by default; `require` keeps encryption and trusts the certificate.
+    ...(db.tls === 'disable' || db.tls === 'prefer' ? ['-N', 'o'] : []),
+    ...(db.tls === 'require' ? ['-C'] : []),
+    '-l', LOGIN_TIMEOUT_SECONDS,
+    '-b', // exit non-zero when a statement fails
+    '-d', 'master',
+  ];
+}
+
+export const mssql = {
+  tools: () => ['sqlcmd'],
+  restoreTool: 'sqlcmd',
+  defaultPort: 1433,
+  extension: () => '.bak',
+  // sqlcmd (ODBC) prints its version with -?; go-sqlcmd also knows --version.
+  versionArgs: ['-?'],
+
+  validate(db) {
+    const problems: string[] = [];
+    if (!db.host) problems.push('DB_HOST is required for mssql');
+    if (!db.name) problems.push('DB_NAME is required for mssql: BACKUP DATABASE backs up one database');
+    if (db.allDatabases) problems.push('DB_ALL_DATABASES is not supported for mssql: run one job per database');
+    if (db.tlsCaFile) problems.push('DB_TLS_CA_FILE is not supported for mssql: sqlcmd trusts the system certificate store');
+    return problems;
+  },
+
+  command(db, { secretsDir, tool }) {
+    const path = join(secretsDir, 'backup.bak');
+    const env: Record<string, string> = db.password === undefined ? {} : { SQLCMDPASSWORD: db.password };
+    const base = connection(db);
+    const name = db.name ?? '';
+    const backup = `BACKUP DATABASE ${quoteName(name)} TO DISK = ${quoteString(path)} WITH COPY_ONLY, CHECKSUM, FORMAT, INIT`;
+    const verify = `RESTORE VERIFYONLY FROM DISK = ${quoteString(path)} WITH CHECKSUM`;
+    const spool = {
+      path,
+      kind: 'file',
+      steps: [
+        { file: tool, args: [...base, ...db.extraArgs, '-Q', backup], env },
+        { file: tool, args: [...base, '-Q', verify], env },
+      ],
+    } as const;
+    return { ...streamSpool(spool), env: {}, files: [], spool };
+  },
+
+  classify(stderr) {
+    if (/Login failed|password|permission|not able to access the database|BACKUP DATABASE permission/i.test(stderr)) return 'auth';
+    if (/Login timeout expired|TCP Provider|server was not found|network-related|Connection refused|No such host/i.test(stderr)) return 'unreachable';
+    return 'failed';
+  },
+} satisfies DumpEngine;
