@@ -60,6 +60,14 @@ export type ImageSpec = {
   packageManager: PackageManager;
   // Extra packages this base needs (SQLite: the sqlite3 shell).
   packages?: string[];
+  // Where the base comes from: a Docker Official Image (the default), or the vendor's own registry
+  // when the vendor publishes no Official Image (SQL Server: mcr.microsoft.com).
+  source?: 'docker-official' | 'vendor';
+  // The vendor's image the tools are copied from, when it cannot be the base itself (etcd's images are
+  // distroless: no shell, no package manager, nothing the build check or the job could run in).
+  toolsFrom?: { image: string; paths: string[] };
+  // Directories put in front of PATH (SQL Server ships sqlcmd in /opt/mssql-tools18/bin).
+  path?: string[];
   platforms?: string[];
   note?: string;
 };
@@ -124,6 +132,14 @@ export function parseMatrix(text: string): Matrix {
     if (spec.libc === 'glibc' && !/^\d+\.\d+$/.test(spec.glibc ?? '')) problems.push(`${where}.glibc must give the base's glibc version`);
     if (spec.libc === 'glibc' && !/^\d+\.\d+\.\d+$/.test(spec.glibcxx ?? '')) problems.push(`${where}.glibcxx must give the newest GLIBCXX version of the base's libstdc++`);
     if (!(PACKAGE_MANAGERS as readonly string[]).includes(spec.packageManager)) problems.push(`${where}.packageManager must be one of ${PACKAGE_MANAGERS.join(', ')}`);
+    if (spec.toolsFrom !== undefined) {
+      const toolsTag = /^[a-z0-9][a-z0-9._/-]*:([A-Za-z0-9_][A-Za-z0-9._-]*)$/.exec(spec.toolsFrom.image ?? '')?.[1];
+      if (toolsTag === undefined || toolsTag === 'latest') problems.push(`${where}.toolsFrom.image must be image:tag with a pinned version`);
+      if (!Array.isArray(spec.toolsFrom.paths) || spec.toolsFrom.paths.length === 0 || !spec.toolsFrom.paths.every((p) => /^\/[A-Za-z0-9._/-]+$/.test(p))) {
+        problems.push(`${where}.toolsFrom.paths must list absolute paths`);
+      }
+    }
+    if (spec.path !== undefined && !spec.path.every((p) => /^\/[A-Za-z0-9._/-]+$/.test(p))) problems.push(`${where}.path must list absolute directories`);
     const name = imageName(spec);
     if (names.has(name)) problems.push(`${where}: ${name} is listed twice`);
     names.add(name);
@@ -166,6 +182,13 @@ export function requiredTools(dbType: DbType): string[][] {
   });
 }
 
+// The argument that makes the engine's tools print their version (quoted for the shell).
+export function versionFlag(dbType: DbType): string {
+  const engine: DumpEngine = ENGINES[dbType];
+  const [flag = '--version'] = engine.versionArgs ?? [];
+  return /^[A-Za-z0-9-]+$/.test(flag) ? flag : `'${flag}'`;
+}
+
 function installCommand(manager: PackageManager, packages: readonly string[]): string {
   const list = packages.join(' ');
   switch (manager) {
@@ -195,7 +218,10 @@ export function templateValues(spec: ImageSpec, versions: Versions, user: number
     NODE_LIBC: spec.libc,
     NODE_VERSION: versions.node,
     INSTALL_PACKAGES: installCommand(spec.packageManager, [...RUNTIME_PACKAGES[spec.packageManager], ...(spec.packages ?? [])]),
-    VERIFY_TOOLS: requiredTools(spec.dbType).map((group) => `need ${group.join(' ')};`).join(' '),
+    VERIFY_TOOLS: requiredTools(spec.dbType).map((group) => `need ${versionFlag(spec.dbType)} ${group.join(' ')};`).join(' '),
+    TOOLS_STAGE: spec.toolsFrom ? `\n# The vendor's image, used only as the source of its client tools (see the matrix note).\nFROM ${spec.toolsFrom.image} AS tools` : '',
+    TOOLS_COPY: spec.toolsFrom ? `COPY --from=tools ${spec.toolsFrom.paths.join(' ')} /usr/local/bin/` : '',
+    EXTRA_ENV: spec.path ? `ENV PATH=${spec.path.join(':')}:$PATH` : '',
     UID: String(user),
   };
 }

@@ -156,7 +156,8 @@ type Recipe = {
 };
 
 function recipeFor(spec: ImageSpec, names: Names, nodeVersion: string): Recipe {
-  const official = spec.base;
+  // The vendor's server image: the base itself, or (etcd) the image its tools were copied from.
+  const official = spec.toolsFrom?.image ?? spec.base;
   const server = (container: string, alias: string, env: Record<string, string>, args: string[] = [], mounts: string[] = []) => [
     'docker', 'run', '--detach', '--name', container, '--network', names.network, '--network-alias', alias,
     // The hostname resolves to the container's network address inside it: a readiness check on it
@@ -288,6 +289,147 @@ function recipeFor(spec: ImageSpec, names: Names, nodeVersion: string): Recipe {
         restore: (fetch, unzstd) => [
           run([['docker', 'volume', 'create', '--label', names.label, names.restoreVolume]]),
           run([fetch, unzstd, inImage('sqlite3', ['--user', '0:0', '--volume', mount(names.restoreVolume, false)], ['-bail', file(names.restoreVolume)])]),
+        ],
+      };
+    }
+    case 'etcd': {
+      const ctl = (container: string, alias: string, args: string[], interactive = false, auth = true) => [
+        'docker', 'exec', ...(interactive ? ['--interactive'] : []), ...(auth ? ['-e', 'ETCDCTL_USER=root', '-e', `ETCDCTL_PASSWORD=${PASSWORD}`] : []),
+        container, 'etcdctl', `--endpoints=http://${alias}:2379`, ...args,
+      ];
+      const etcdArgs = (alias: string, dataDir: string) => [
+        '/usr/local/bin/etcd', '--name=planb', `--data-dir=${dataDir}`,
+        '--listen-client-urls=http://0.0.0.0:2379', `--advertise-client-urls=http://${alias}:2379`,
+        '--listen-peer-urls=http://0.0.0.0:2380', `--initial-advertise-peer-urls=http://${alias}:2380`, `--initial-cluster=planb=http://${alias}:2380`,
+      ];
+      const records = [...MOVIES.map((m) => [`movie:${m.id}`, m] as const), ...ACTORS.map((a) => [`actor:${a.id}`, a] as const)];
+      const ready = (container: string, alias: string, auth: boolean) => waitFor(ctl(container, alias, ['endpoint', 'health'], false, auth));
+      return {
+        startTitle,
+        start: (container, alias) => [run([server(container, alias, {}, etcdArgs(alias, '/etcd-data'))]), ready(container, alias, false)],
+        // The keys first, then the root user and authentication: the backup must log in.
+        seed: [
+          ...records.map(([key, value]) => run([ctl(names.db, 'db', ['put', key, JSON.stringify(value)], false, false)])),
+          run([ctl(names.db, 'db', ['user', 'add', 'root', '--interactive=false'], true, false)], { input: `${PASSWORD}\n` }),
+          run([ctl(names.db, 'db', ['user', 'grant-role', 'root', 'root'], false, false)]),
+          run([ctl(names.db, 'db', ['auth', 'enable'], false, false)]),
+        ],
+        snapshot: (container, alias) => [ctl(container, alias, ['get', '', '--prefix'])],
+        backupEnv: { DB_HOST: 'db', DB_PORT: '2379', DB_USERNAME: 'root', DB_PASSWORD: PASSWORD },
+        backupMounts: [],
+        // etcd restores into a new data directory, then a member starts on it.
+        restore: (fetch) => [
+          run([['docker', 'volume', 'create', '--label', names.label, names.restoreVolume]]),
+          run([fetch, inImage('zstd', ['--user', '0:0', '--volume', `${names.restoreVolume}:/restore`], ['--decompress', '--quiet', '-o', '/restore/backup.db'])]),
+          run([inImage('etcdutl', ['--user', '0:0', '--volume', `${names.restoreVolume}:/restore`], [
+            'snapshot', 'restore', '/restore/backup.db', '--data-dir=/restore/data', '--name=planb',
+            '--initial-cluster=planb=http://restore:2380', '--initial-advertise-peer-urls=http://restore:2380',
+          ])]),
+          run([server(names.restore, 'restore', {}, etcdArgs('restore', '/restore/data'), [`${names.restoreVolume}:/restore`])]),
+          ready(names.restore, 'restore', true),
+        ],
+      };
+    }
+    case 'arangodb': {
+      const arangosh = (container: string, alias: string, script: string) => [
+        'docker', 'exec', container, 'arangosh', `--server.endpoint=tcp://${alias}:8529`, '--server.username=root', `--server.password=${PASSWORD}`,
+        '--javascript.execute-string', script,
+      ];
+      const start = (container: string, alias: string): Action[] => [
+        run([server(container, alias, { ARANGO_ROOT_PASSWORD: PASSWORD })]),
+        waitFor(arangosh(container, alias, 'db._version()')),
+      ];
+      const readBack = `db._useDatabase(${JSON.stringify(DATABASE)}); for (const c of ['movies', 'actors']) print(JSON.stringify(db._query('FOR d IN @@c SORT d.id RETURN UNSET(d, "_key", "_id", "_rev")', { '@c': c }).toArray()));`;
+      return {
+        startTitle,
+        start,
+        seed: [run([arangosh(names.db, 'db', `db._createDatabase(${JSON.stringify(DATABASE)}); db._useDatabase(${JSON.stringify(DATABASE)}); db._create('movies').save(${JSON.stringify(MOVIES)}); db._create('actors').save(${JSON.stringify(ACTORS)});`)])],
+        snapshot: (container, alias) => [arangosh(container, alias, readBack)],
+        backupEnv: { DB_HOST: 'db', DB_PORT: '8529', DB_NAME: DATABASE, DB_USERNAME: 'root', DB_PASSWORD: PASSWORD },
+        backupMounts: [],
+        // The object is a tar of arangodump's directory: unpack it into a volume, then arangorestore it.
+        restore: (fetch, unzstd) => [
+          ...start(names.restore, 'restore'),
+          run([['docker', 'volume', 'create', '--label', names.label, names.restoreVolume]]),
+          run([fetch, unzstd, inImage('tar', ['--user', '0:0', '--volume', `${names.restoreVolume}:/restore`], ['-xf', '-', '-C', '/restore'])]),
+          run([inImage('arangorestore', ['--user', '0:0', '--volume', `${names.restoreVolume}:/restore`], [
+            '--server.endpoint=tcp://restore:8529', '--server.username=root', `--server.password=${PASSWORD}`,
+            `--server.database=${DATABASE}`, '--create-database=true', '--input-directory=/restore',
+          ])]),
+        ],
+      };
+    }
+    case 'cassandra': {
+      // The official image runs without authentication; the job's cqlshrc path is covered by the unit tests.
+      const cqlsh = (container: string, alias: string, args: string[], interactive = false) => ['docker', 'exec', ...(interactive ? ['--interactive'] : []), container, 'cqlsh', ...args, alias];
+      const env = { MAX_HEAP_SIZE: '512M', HEAP_NEWSIZE: '128M' };
+      const start = (container: string, alias: string): Action[] => [run([server(container, alias, env)]), waitFor(cqlsh(container, alias, ['-e', 'SELECT release_version FROM system.local']))];
+      const quote = (text: string) => `'${text.replace(/'/g, "''")}'`;
+      const seed = [
+        `CREATE KEYSPACE ${DATABASE} WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1};`,
+        `CREATE TABLE ${DATABASE}.movies (id int PRIMARY KEY, title text, year int, rating decimal);`,
+        `CREATE TABLE ${DATABASE}.actors (id int PRIMARY KEY, name text, birth_year int);`,
+        ...MOVIES.map((m) => `INSERT INTO ${DATABASE}.movies (id, title, year, rating) VALUES (${m.id}, ${quote(m.title)}, ${m.year}, ${m.rating.toFixed(1)});`),
+        ...ACTORS.map((a) => `INSERT INTO ${DATABASE}.actors (id, name, birth_year) VALUES (${a.id}, ${quote(a.name)}, ${a.birth_year});`),
+        '',
+      ].join('\n');
+      const tables = ['movies', 'actors'];
+      return {
+        startTitle,
+        start,
+        seed: [run([cqlsh(names.db, 'db', [], true)], { input: seed })],
+        // Rows come in token order: sorted, the same data prints the same text.
+        snapshot: (container, alias) => [cqlsh(container, alias, ['-e', tables.map((t) => `SELECT * FROM ${DATABASE}.${t};`).join(' ')]), ['sort']],
+        backupEnv: { DB_HOST: 'db', DB_PORT: '9042', DB_NAME: DATABASE },
+        backupMounts: [],
+        // The object is a tar of schema.cql and one CSV per table: schema first, then COPY FROM.
+        restore: (fetch, unzstd) => {
+          const mount = ['--user', '0:0', '--volume', `${names.restoreVolume}:/restore`];
+          return [
+            ...start(names.restore, 'restore'),
+            run([['docker', 'volume', 'create', '--label', names.label, names.restoreVolume]]),
+            run([fetch, unzstd, inImage('tar', mount, ['-xf', '-', '-C', '/restore'])]),
+            run([inImage('cqlsh', mount, ['-f', '/restore/schema.cql', 'restore'])]),
+            run([inImage('cqlsh', mount, ['-e', tables.map((t) => `COPY ${DATABASE}.${t} FROM '/restore/${t}.csv' WITH HEADER = true;`).join(' '), 'restore'])]),
+          ];
+        },
+      };
+    }
+    case 'mssql': {
+      // SQL Server writes the backup itself: the job's TMPDIR is a volume the server mounts at the same
+      // path (both run as uid 10001), as the docs describe for a sidecar.
+      const shared = '/shared';
+      const sqlcmd = (container: string, alias: string, args: string[], interactive = false) => [
+        'docker', 'exec', ...(interactive ? ['--interactive'] : []), '-e', `SQLCMDPASSWORD=${PASSWORD}`, container,
+        '/opt/mssql-tools18/bin/sqlcmd', '-S', alias, '-U', 'sa', '-C', '-b', ...args,
+      ];
+      const start = (container: string, alias: string, volume: string): Action[] => [
+        run([server(container, alias, { ACCEPT_EULA: 'Y', MSSQL_SA_PASSWORD: PASSWORD }, [], [`${volume}:${shared}`])]),
+        waitFor(sqlcmd(container, alias, ['-Q', 'SELECT 1'])),
+      ];
+      const quote = (text: string) => `N'${text.replace(/'/g, "''")}'`;
+      const seed = [
+        `CREATE DATABASE ${DATABASE};`, 'GO', `USE ${DATABASE};`,
+        'CREATE TABLE movies (id INT PRIMARY KEY, title NVARCHAR(255) NOT NULL, year INT NOT NULL, rating DECIMAL(3,1) NOT NULL);',
+        'CREATE TABLE actors (id INT PRIMARY KEY, name NVARCHAR(255) NOT NULL, birth_year INT NOT NULL);',
+        `INSERT INTO movies VALUES ${MOVIES.map((m) => `(${m.id}, ${quote(m.title)}, ${m.year}, ${m.rating.toFixed(1)})`).join(', ')};`,
+        `INSERT INTO actors VALUES ${ACTORS.map((a) => `(${a.id}, ${quote(a.name)}, ${a.birth_year})`).join(', ')};`,
+        'GO', '',
+      ].join('\n');
+      const chown = (volume: string) => run([inImage('chown', ['--user', '0:0', '--volume', `${volume}:${shared}`], ['10001:10001', shared])]);
+      return {
+        startTitle,
+        start: (container, alias, volume) => [run([['docker', 'volume', 'create', '--label', names.label, volume]]), chown(volume), ...start(container, alias, volume)],
+        seed: [run([sqlcmd(names.db, 'db', [], true)], { input: seed })],
+        snapshot: (container, alias) => [sqlcmd(container, alias, ['-d', DATABASE, '-h', '-1', '-W', '-Q', `SET NOCOUNT ON; ${SQL_SNAPSHOT.join(' ')}`])],
+        backupEnv: { DB_HOST: 'db', DB_PORT: '1433', DB_NAME: DATABASE, DB_USERNAME: 'sa', DB_PASSWORD: PASSWORD, DB_TLS: 'require', TMPDIR: shared },
+        backupMounts: [`${names.dataVolume}:${shared}`],
+        restore: (fetch, unzstd) => [
+          run([['docker', 'volume', 'create', '--label', names.label, names.restoreVolume]]),
+          chown(names.restoreVolume),
+          ...start(names.restore, 'restore', names.restoreVolume),
+          run([fetch, unzstd, inImage('dd', ['--volume', `${names.restoreVolume}:${shared}`], [`of=${shared}/restore.bak`, 'status=none'])]),
+          run([inImage('sqlcmd', ['-e', `SQLCMDPASSWORD=${PASSWORD}`], ['-S', 'restore', '-U', 'sa', '-C', '-b', '-Q', `RESTORE DATABASE ${DATABASE} FROM DISK = N'${shared}/restore.bak'`])]),
         ],
       };
     }

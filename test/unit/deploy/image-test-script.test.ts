@@ -51,7 +51,8 @@ describe('the image test script', () => {
       assert.ok(section, `no dry run for ${name}`);
       assert.equal(section.match(/^# Step \d\/5: /gm)?.length, 5, name);
       assert.ok(section.includes(`--entrypoint ${ENGINES[spec.dbType].restoreTool} `) || section.includes(`redis-server`), `${name}: restore tool`);
-      if (spec.dbType !== 'sqlite') assert.ok(section.includes(` ${spec.base}`), `${name}: starts ${spec.base}`);
+      const server = spec.toolsFrom?.image ?? spec.base;
+      if (spec.dbType !== 'sqlite') assert.ok(section.includes(` ${server}`), `${name}: starts ${server}`);
     }
   });
 

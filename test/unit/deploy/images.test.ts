@@ -13,12 +13,14 @@ import {
   AGE_GLIBC,
   ROOT,
   buildScript,
+  fullImageRef,
   imageName,
   loadInputs,
   parseMatrix,
   renderImages,
   renderTemplate,
   requiredTools,
+  versionFlag,
   type ImageBuild,
   type Matrix,
 } from '../../../deploy/images/render.ts';
@@ -83,9 +85,12 @@ function jsonArgs(instruction: Instruction | undefined): string[] | undefined {
 }
 
 describe('rendered Dockerfiles', () => {
-  test('the matrix covers PostgreSQL 14–17, MySQL 8.0 and 8.4, MariaDB 10.11 and 11.4, MongoDB 7.0 and 8.0, Redis 7.2 and 7.4 and SQLite', () => {
+  test('the matrix covers PostgreSQL 14–17, MySQL 8.0 and 8.4, MariaDB 10.11 and 11.4, MongoDB 7.0 and 8.0, Redis 7.2 and 7.4, SQLite, etcd 3.5, ArangoDB 3.11 and 3.12, Cassandra 4.1 and 5.0 and SQL Server 2022', () => {
     const names = builds.map((build) => build.name);
-    for (const name of ['postgresql-14', 'postgresql-15', 'postgresql-16', 'postgresql-17', 'mysql-8.0', 'mysql-8.4', 'mariadb-10.11', 'mariadb-11.4', 'mongodb-7.0', 'mongodb-8.0', 'redis-7.2', 'redis-7.4', 'sqlite-3']) {
+    for (const name of [
+      'postgresql-14', 'postgresql-15', 'postgresql-16', 'postgresql-17', 'mysql-8.0', 'mysql-8.4', 'mariadb-10.11', 'mariadb-11.4', 'mongodb-7.0', 'mongodb-8.0', 'redis-7.2', 'redis-7.4', 'sqlite-3',
+      'etcd-3.5', 'arangodb-3.11', 'arangodb-3.12', 'cassandra-4.1', 'cassandra-5.0', 'mssql-2022',
+    ]) {
       assert.ok(names.includes(name), `${name} is missing from deploy/images/matrix.json`);
     }
   });
@@ -101,12 +106,15 @@ describe('rendered Dockerfiles', () => {
     }
   });
 
-  test('each image is built FROM the official database image of its version and copies node from the official node image and age from Debian', async () => {
+  test('each image is built FROM the official database image of its version (or copies the vendor’s tools of that version), copies node from the official node image and age from Debian', async () => {
     for (const build of builds) {
       const { dockerfile } = await parsed(build);
       const froms = dockerfile.getFROMs();
-      assert.equal(froms.length, 3, `${build.name}: three stages (node, age, then the database image)`);
-      const [node, age, base] = froms;
+      const { toolsFrom } = build.spec;
+      assert.equal(froms.length, toolsFrom ? 4 : 3, `${build.name}: node, ${toolsFrom ? 'the vendor tools, ' : ''}age, then the database image`);
+      const [node] = froms;
+      const age = froms.at(-2);
+      const base = froms.at(-1);
       assert.equal(age?.getBuildStage(), 'age');
       assert.equal(`${age?.getImageName()}:${age?.getImageTag()}`, 'debian:bookworm-slim', `${build.name}: age from Debian 12`);
       assert.ok(
@@ -114,17 +122,29 @@ describe('rendered Dockerfiles', () => {
         `${build.name}: glibc ${build.spec.glibc} is older than the ${AGE_GLIBC} Debian's age needs`,
       );
       assert.equal(node?.getImageName(), 'node', `${build.name}: runtime from the official node image`);
-      assert.equal(node?.getImageTag(), `${nodeVersion}-bookworm-slim`, `${build.name}: the pinned Node version, glibc build`);
+      assert.equal(node?.getImageTag(), `${nodeVersion}-${build.spec.libc === 'musl' ? 'alpine' : 'bookworm-slim'}`, `${build.name}: the pinned Node version, built for the base's C library`);
       assert.equal(node?.getBuildStage(), 'node');
-      assert.equal(`${base?.getImageName()}:${base?.getImageTag()}`, build.spec.base, `${build.name}: FROM the matrix's base`);
-      // Docker Official Images have no namespace (library/...) and are not on another registry.
-      assert.equal(base?.getRegistry(), null, `${build.name}: no third-party registry`);
-      assert.doesNotMatch(base?.getImageName() ?? '/', /\//, `${build.name}: an official (library) image`);
-      assert.ok(base?.getImageTag()?.startsWith(build.spec.dbType === 'sqlite' ? 'bookworm' : build.spec.dbVersion), `${build.name}: the tag pins the database version`);
+      assert.equal(`${base?.getRegistry() ? `${base.getRegistry()}/` : ''}${base?.getImageName()}:${base?.getImageTag()}`, build.spec.base, `${build.name}: FROM the matrix's base`);
+      if (build.spec.source === 'vendor') {
+        assert.ok(build.spec.note?.includes('no Docker Official Image'), `${build.name}: a vendor registry only where no Official Image exists, and the note says so`);
+      } else {
+        // Docker Official Images have no namespace (library/...) and are not on another registry.
+        assert.equal(base?.getRegistry(), null, `${build.name}: no third-party registry`);
+        assert.doesNotMatch(base?.getImageName() ?? '/', /\//, `${build.name}: an official (library) image`);
+      }
+      if (toolsFrom) {
+        const tools = froms[1];
+        assert.equal(tools?.getBuildStage(), 'tools');
+        assert.ok(tools?.getImageTag()?.startsWith(`v${build.spec.dbVersion}.`), `${build.name}: the tools' tag pins the database version`);
+        assert.ok(build.spec.note?.includes('distroless'), `${build.name}: the note says why the vendor image is not the base`);
+      } else {
+        assert.ok(base?.getImageTag()?.startsWith(build.spec.dbType === 'sqlite' ? 'bookworm' : build.spec.dbVersion), `${build.name}: the tag pins the database version`);
+      }
       const copies = dockerfile.getCOPYs().map((copy) => copy.getArguments().map((arg) => arg.getValue()).join(' '));
       assert.ok(copies.includes('/usr/local/bin/node /usr/local/bin/node'), `${build.name}: copies the node binary`);
       assert.ok(copies.includes('main.js* /opt/planb/'), `${build.name}: copies the bundle`);
       assert.ok(copies.includes('/usr/bin/age /usr/local/bin/age'), `${build.name}: copies the age CLI`);
+      if (toolsFrom) assert.ok(copies.includes(`${toolsFrom.paths.join(' ')} /usr/local/bin/`), `${build.name}: copies the vendor's tools`);
     }
   });
 
@@ -184,8 +204,9 @@ describe('rendered Dockerfiles', () => {
       assert.match(script, /node --version/);
       assert.match(script, /zstd --version/);
       assert.match(script, /age --version/);
-      for (const group of requiredTools(build.spec.dbType)) assert.ok(script.includes(`need ${group.join(' ')};`), `${build.name}: does not check ${group.join(' or ')}`);
-      assert.ok(script.includes(`need ${ENGINES[build.spec.dbType].restoreTool};`), `${build.name}: restore tool`);
+      const flag = versionFlag(build.spec.dbType);
+      for (const group of requiredTools(build.spec.dbType)) assert.ok(script.includes(`need ${flag} ${group.join(' ')};`), `${build.name}: does not check ${group.join(' or ')}`);
+      assert.ok(script.includes(`need ${flag} ${ENGINES[build.spec.dbType].restoreTool};`), `${build.name}: restore tool`);
       assert.match(script, /node \/opt\/planb\/main\.js[^;]*\|\| status=\$\?/);
       assert.match(script, /-ne 78/);
     }
@@ -196,6 +217,10 @@ describe('rendered Dockerfiles', () => {
     assert.deepEqual(requiredTools('mariadb'), [['mariadb-dump', 'mysqldump'], ['mariadb'], ['mariadb', 'mysql']]);
     assert.deepEqual(requiredTools('mongodb'), [['mongodump'], ['mongorestore'], ['mongosh']]);
     assert.deepEqual(requiredTools('redis'), [['redis-cli'], ['redis-server']]);
+    assert.deepEqual(requiredTools('etcd'), [['etcdctl'], ['etcdutl']]);
+    assert.equal(versionFlag('etcd'), 'version', 'etcdctl and etcdutl have no --version flag');
+    assert.equal(versionFlag('mssql'), "'-?'", 'quoted: ? is a shell pattern');
+    assert.deepEqual(requiredTools('cassandra'), [['cqlsh']]);
   });
 
   test('each image installs zstd, which the job uses for fast compression, with its base’s package manager', async () => {
@@ -217,7 +242,8 @@ describe('rendered Dockerfiles', () => {
       assert.equal(labels.get('org.opencontainers.image.source'), '${SOURCE_URL}', build.name);
       assert.equal(labels.get('org.opencontainers.image.revision'), '${REVISION}', build.name);
       assert.match(labels.get('org.opencontainers.image.version') ?? '', /^[a-z]+-[\d.]+-\d+\.\d+\.\d+/, build.name);
-      assert.equal(labels.get('org.opencontainers.image.base.name'), `docker.io/library/${build.spec.base}`, build.name);
+      assert.equal(labels.get('org.opencontainers.image.base.name'), fullImageRef(build.spec.base), build.name);
+      if (build.spec.source !== 'vendor') assert.equal(labels.get('org.opencontainers.image.base.name'), `docker.io/library/${build.spec.base}`, build.name);
       assert.equal(labels.get('planb.database'), build.spec.dbType, build.name);
       assert.equal(labels.get('planb.database.version'), build.spec.dbVersion, build.name);
       assert.equal(labels.get('planb.node.version'), nodeVersion, build.name);
