@@ -86,7 +86,7 @@ describe('etcd', () => {
     assert.match(verdict(good.subarray(0, good.length - 1), 100) ?? '', /truncated/);
     assert.match(verdict(pages, 100) ?? '', /without its hash/);
     const altered = Buffer.from(good);
-    altered[5000] ^= 1;
+    altered.writeUInt8((altered.readUInt8(5000) ^ 1), 5000);
     assert.match(verdict(altered, 1000) ?? '', /does not match/);
     assert.match(verdict(Buffer.alloc(0), 1) ?? '', /0 bytes/);
   });
