@@ -27,6 +27,21 @@ function connection(db: DbConfig): string[] {
   ];
 }
 
+// A SQL Server backup is a Microsoft Tape Format media set: it starts with a TAPE descriptor block.
+const MTF_MAGIC = Buffer.from('TAPE', 'latin1');
+
+// The head mark of a SQL Server backup (the server's RESTORE VERIFYONLY has checked the rest).
+export function bakHeadCheck(): { scope: 'head'; write(chunk: Buffer): void; verdict(): string | undefined } {
+  let head = Buffer.alloc(0);
+  return {
+    scope: 'head',
+    write(chunk) {
+      if (head.length < MTF_MAGIC.length) head = Buffer.concat([head, chunk.subarray(0, MTF_MAGIC.length - head.length)]);
+    },
+    verdict: () => (head.equals(MTF_MAGIC) ? undefined : `the backup does not start with the TAPE block of a SQL Server backup (it starts with ${JSON.stringify(head.toString('latin1'))})`),
+  };
+}
+
 export const mssql = {
   tools: () => ['sqlcmd'],
   restoreTool: 'sqlcmd',

@@ -5,3 +5,25 @@ import type { Spool } from './types.ts';
 export function streamSpool(spool: Spool): { file: string; args: string[] } {
   return spool.kind === 'file' ? { file: 'cat', args: [spool.path] } : { file: 'tar', args: ['-cf', '-', '-C', spool.path, '.'] };
 }
+
+// tar ends an archive with two 512-byte blocks of zeros (padded with more zeros to a whole record).
+const TAR_BLOCK = 512;
+const TAR_END = 2 * TAR_BLOCK;
+
+// The completeness mark of a tar stream: whole blocks, ending with the end-of-archive blocks.
+export function tarEndCheck(): { scope: 'stream'; write(chunk: Buffer): void; verdict(): string | undefined } {
+  let tail = Buffer.alloc(0);
+  let total = 0;
+  return {
+    scope: 'stream',
+    write(chunk) {
+      total += chunk.length;
+      tail = chunk.length >= TAR_END ? Buffer.from(chunk.subarray(chunk.length - TAR_END)) : Buffer.concat([tail, chunk]).subarray(-TAR_END);
+    },
+    verdict() {
+      if (total < TAR_END || total % TAR_BLOCK !== 0) return `the tar archive is ${total} bytes, not whole 512-byte blocks ending with its end-of-archive blocks: truncated`;
+      if (tail.some((byte) => byte !== 0)) return 'the tar archive does not end with its end-of-archive blocks: truncated';
+      return undefined;
+    },
+  };
+}

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { zstdDecompressSync } from 'node:zlib';
 import { EXIT_CODES } from '../../src/exit-codes.ts';
-import { fakeToolDir, runJob } from '../support/job.ts';
+import { fakeToolDir, runJob, type JobOptions } from '../support/job.ts';
 
 const PASSWORD = 'fake-Secret-9z';
 let work: string;
@@ -27,7 +27,7 @@ after(async () => {
 type Run = { code: number | null; stdout: string; stored: Buffer | undefined; temp: string[]; record: string };
 
 // `fake` becomes DB_EXTRA_ARGS (a JSON list: arguments may hold spaces).
-async function backup(name: string, env: Record<string, string>, fake: string[] = []): Promise<Run> {
+async function backup(name: string, env: Record<string, string>, fake: string[] = [], options: JobOptions = {}): Promise<Run> {
   const bucket = join(work, `${name}-bucket`);
   const temp = join(work, `${name}-tmp`);
   await mkdir(temp);
@@ -36,7 +36,7 @@ async function backup(name: string, env: Record<string, string>, fake: string[] 
     PATH: `${bin}:${process.env.PATH ?? ''}`, DB_HOST: 'db.invalid', DB_USERNAME: 'backup', DB_PASSWORD: PASSWORD,
     STORAGE_TYPE: 'local', STORAGE_BUCKET: bucket, TMPDIR: temp, ...env,
     DB_EXTRA_ARGS: JSON.stringify([...fake, `--fake-record=${record}`]),
-  });
+  }, options);
   const keys = await readdir(bucket).catch(() => []);
   assert.ok(keys.length <= 1, `at most one object: ${keys.join(', ')}`);
   const stored = keys[0] === undefined ? undefined : zstdDecompressSync(await readFile(join(bucket, keys[0])));
@@ -65,6 +65,15 @@ describe('engines that write to disk, through a fake tool', () => {
     assert.equal(run.code, EXIT_CODES.DB_AUTH.code, run.stdout);
     assert.equal(run.stored, undefined);
     assert.deepEqual(run.temp, []);
+  });
+
+  test('etcd: SIGTERM while etcdctl is still writing stops it, stores nothing and removes the half-written file', async () => {
+    const run = await backup('etcd-sigterm', { DB_TYPE: 'etcd' }, ['--fake-bytes=100000', '--fake-stderr=snapshot file written, waiting', '--fake-hang'], {
+      onLine: (line) => (line.message === 'dump tool stderr' ? 'SIGTERM' : undefined),
+    });
+    assert.equal(run.code, EXIT_CODES.SIGTERM.code, run.stdout);
+    assert.equal(run.stored, undefined);
+    assert.deepEqual(run.temp, [], 'the half-written snapshot and the private directory are gone');
   });
 
   test('arangodb: arangodump’s directory is stored as a tar archive, the password only in its 0600 configuration file', async () => {

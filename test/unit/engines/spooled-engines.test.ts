@@ -2,10 +2,16 @@
 // pure too; these tests pin the argv of every spool step and of the streaming command, check that no
 // secret is in any argv, and check etcd's completeness mark on real and damaged snapshots.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseTableNames } from '../../../src/engines/cassandra.ts';
 import { snapshotHashCheck } from '../../../src/engines/etcd.ts';
+import { bakHeadCheck } from '../../../src/engines/mssql.ts';
+import { tarEndCheck } from '../../../src/engines/spooled.ts';
 import { ENGINES } from '../../../src/engines/registry.ts';
 import type { DbConfig, DumpCommand, SpoolStep } from '../../../src/engines/types.ts';
 
@@ -183,5 +189,34 @@ describe('mssql', () => {
   test('mssql needs one database and no CA file', () => {
     assert.deepEqual(ENGINES.mssql.validate(db({ type: 'mssql', name: 'shop' })), []);
     assert.equal(ENGINES.mssql.validate(db({ type: 'mssql', allDatabases: true, tlsCaFile: '/ca.pem' })).length, 3);
+  });
+});
+
+describe('completeness marks of the disk-writing engines', () => {
+  const feed = (check: { write(chunk: Buffer): void; verdict(): string | undefined }, bytes: Buffer, chunk: number) => {
+    for (let at = 0; at < bytes.length; at += chunk) check.write(bytes.subarray(at, at + chunk));
+    return check.verdict();
+  };
+
+  test('a tar archive made by tar passes, fed in pieces; cut anywhere, it fails', () => {
+    const folder = mkdtempSync(join(tmpdir(), 'planb-tar-'));
+    try {
+      writeFileSync(join(folder, 'a.csv'), 'id,name\n1,Zoë\n'.repeat(500));
+      writeFileSync(join(folder, 'schema.cql'), 'CREATE TABLE t (id int PRIMARY KEY);\n');
+      const tar = execFileSync('tar', ['-cf', '-', '-C', folder, '.']);
+      for (const chunk of [1, 100, 512, 10_240, tar.length]) assert.equal(feed(tarEndCheck(), tar, chunk), undefined, `chunks of ${chunk}`);
+      // A cut inside the zero padding after the end loses nothing and cannot be seen; these lose data.
+      for (const cut of [tar.length - 1, 4096, 600, 0]) assert.match(feed(tarEndCheck(), tar.subarray(0, cut), 333) ?? '', /truncated/, `cut at ${cut}`);
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
+  });
+
+  test('a SQL Server backup must start with its TAPE block', () => {
+    const bak = Buffer.concat([Buffer.from('TAPE', 'latin1'), Buffer.alloc(4096, 1)]);
+    assert.equal(feed(bakHeadCheck(), bak, 1), undefined);
+    assert.equal(feed(bakHeadCheck(), bak, 4096), undefined);
+    assert.match(feed(bakHeadCheck(), Buffer.from('<html>'), 2) ?? '', /TAPE/);
+    assert.match(feed(bakHeadCheck(), Buffer.alloc(0), 1) ?? '', /TAPE/);
   });
 });
