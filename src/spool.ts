@@ -55,7 +55,7 @@ export async function runSpool(spool: Spool, engine: DumpEngine, options: SpoolO
     if (done >= MAX_STEPS) throw new DumpError(`the dump needed more than ${MAX_STEPS} steps`, { kind: 'failed' });
     const step = queue.shift() as SpoolStep;
     const stdout = await runStep(step, engine, options);
-    if (step.then) queue.unshift(...step.then(stdout));
+    if (step.then) queue.unshift(...derive(step.file, step.then, stdout));
   }
 
   const bytes = await sizeOf(spool.path, spool.kind);
@@ -67,6 +67,15 @@ export async function runSpool(spool: Spool, engine: DumpEngine, options: SpoolO
 // Removes what the spool wrote; a failure is logged, never thrown over the run's own outcome.
 export async function removeSpool(spool: Spool, log: Logger): Promise<void> {
   await rm(spool.path, { recursive: true, force: true }).catch((error: unknown) => log.error({ err: error, spool: spool.path }, 'could not remove the spooled dump'));
+}
+
+// The steps a step's output calls for; an output the engine cannot read fails the dump.
+function derive(file: string, then: NonNullable<SpoolStep['then']>, stdout: string): readonly SpoolStep[] {
+  try {
+    return then(stdout);
+  } catch (error) {
+    throw new DumpError(`${file}: ${error instanceof Error ? error.message : String(error)}`, { kind: 'failed' }, { cause: error });
+  }
 }
 
 async function runStep(step: SpoolStep, engine: DumpEngine, options: SpoolOptions): Promise<string> {

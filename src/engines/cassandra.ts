@@ -16,16 +16,22 @@ const REQUEST_TIMEOUT_SECONDS = '120';
 const quoteName = (name: string): string => `"${name.replaceAll('"', '""')}"`;
 const quoteString = (text: string): string => `'${text.replaceAll("'", "''")}'`;
 
-// The table names in cqlsh's printout of `SELECT table_name …`: the rows between the dashes and `(N rows)`.
+// Cassandra table names are letters, digits and underscores (at most 222); they become file names in the spool.
+const TABLE_NAME = /^\w{1,222}$/;
+
+// The table names in cqlsh's printout of `SELECT table_name …`: the rows between the dashes and the
+// `(N rows)` footer. Throws when the printout is not understood: a table silently missed would make
+// an incomplete backup look complete.
 export function parseTableNames(stdout: string): string[] {
   const lines = stdout.split('\n').map((line) => line.trim());
   const start = lines.findIndex((line) => /^-+$/.test(line));
-  if (start < 0) return [];
-  const names: string[] = [];
-  for (const line of lines.slice(start + 1)) {
-    if (line === '' || /^\(\d+ rows?\)$/.test(line)) break;
-    names.push(line);
-  }
+  const end = lines.findIndex((line, index) => index > start && /^\(\d+ rows?\)$/.test(line));
+  if (start < 0 || end < 0) throw new Error(`cqlsh's table list was not understood: ${JSON.stringify(stdout.slice(0, 200))}`);
+  const names = lines.slice(start + 1, end).filter((line) => line !== '');
+  const count = Number(/\d+/.exec(lines[end] ?? '')?.[0]);
+  const odd = names.find((name) => !TABLE_NAME.test(name));
+  if (odd !== undefined) throw new Error(`cqlsh listed ${JSON.stringify(odd)}, which is not a Cassandra table name`);
+  if (names.length !== count) throw new Error(`cqlsh said ${count} tables but listed ${names.length}`);
   return names;
 }
 

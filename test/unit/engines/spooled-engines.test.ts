@@ -154,10 +154,12 @@ describe('cassandra', () => {
     assert.match(command.files[0]?.content ?? '', /\[ssl\]\nvalidate = true\ncertfile = \/ca\.pem\n/);
   });
 
-  test('the table list is read from cqlsh’s printout; nothing printed is no table', () => {
+  test('the table list is read from cqlsh’s printout, and a printout it cannot read is an error, not a skipped table', () => {
     assert.deepEqual(parseTableNames(listing), ['orders', 'customers']);
     assert.deepEqual(parseTableNames('\n table_name\n------------\n\n(0 rows)\n'), []);
-    assert.deepEqual(parseTableNames(''), []);
+    assert.throws(() => parseTableNames(''), /not understood/);
+    assert.throws(() => parseTableNames('\n table_name\n------------\n a\n\n(2 rows)\n'), /said 2 tables but listed 1/);
+    assert.throws(() => parseTableNames('\n table_name\n------------\n ../x\n\n(1 rows)\n'), /not a Cassandra table name/);
   });
 
   test('cassandra needs a keyspace and one per job', () => {
