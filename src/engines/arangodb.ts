@@ -3,8 +3,9 @@
 // streamed as a tar archive and removed with it. Restore: `tar -xf backup.tar -C dump` then
 // `arangorestore --input-directory dump` (add --create-database true for a new database).
 import { join } from 'node:path';
-import { streamSpool } from './spooled.ts';
+import { streamSpool, tarEndCheck } from './spooled.ts';
 import type { DumpEngine } from './types.ts';
+import { unsafeValues } from './values.ts';
 
 // ArangoDB expands @NAME@ in configuration files to environment variables: such a password would change.
 const CONFIG_EXPANSION = /@[A-Za-z0-9_]+@/;
@@ -22,10 +23,10 @@ export const arangodb = {
     if (db.allDatabases && db.name) problems.push('DB_NAME and DB_ALL_DATABASES=true exclude each other');
     if (db.tlsCaFile) problems.push('DB_TLS_CA_FILE is not supported for arangodb: arangodump does not verify server certificates');
     if (db.tls === 'verify-ca' || db.tls === 'verify-full') problems.push(`DB_TLS=${db.tls} is not possible for arangodb: arangodump encrypts but does not verify server certificates (use require)`);
-    if (db.password !== undefined && (/[\r\n]/.test(db.password) || db.password.trim() !== db.password || CONFIG_EXPANSION.test(db.password))) {
-      problems.push('DB_PASSWORD for arangodb cannot hold line breaks, leading or trailing spaces, or @NAME@ (its configuration file would change it)');
+    if (db.password !== undefined && (db.password.trim() !== db.password || CONFIG_EXPANSION.test(db.password))) {
+      problems.push('DB_PASSWORD for arangodb cannot have leading or trailing spaces or hold @NAME@ (its configuration file would change it)');
     }
-    return problems;
+    return [...unsafeValues(db), ...problems];
   },
 
   command(db, { secretsDir, tool }) {
@@ -49,6 +50,9 @@ export const arangodb = {
     const spool = { path, kind: 'directory', steps: [{ file: tool, args, env: {} }] } as const;
     return { ...streamSpool(spool), env: {}, files: [{ path: config, content }], spool };
   },
+
+  // arangodump leaves no mark of its own: the archive made after it exited 0 must be whole.
+  completeness: () => tarEndCheck(),
 
   classify(stderr) {
     if (/not authorized|unauthorized|401|wrong credentials|authentication failed|forbidden/i.test(stderr)) return 'auth';

@@ -7,7 +7,8 @@
 // Restore: `cqlsh -f schema.cql`, then `COPY ks.table FROM 'table.csv' WITH HEADER = true` per table.
 import { join } from 'node:path';
 import type { DbConfig, DumpEngine, SpoolStep } from './types.ts';
-import { streamSpool } from './spooled.ts';
+import { streamSpool, tarEndCheck } from './spooled.ts';
+import { unsafeValues } from './values.ts';
 
 // Seconds cqlsh waits for a connection, and for one request (one page of a COPY).
 const CONNECT_TIMEOUT_SECONDS = '30';
@@ -46,11 +47,10 @@ export const cassandra = {
     if (!db.host) problems.push('DB_HOST is required for cassandra');
     if (!db.name) problems.push('DB_NAME is required for cassandra: the keyspace to back up');
     if (db.allDatabases) problems.push('DB_ALL_DATABASES is not supported for cassandra: run one job per keyspace');
-    if (db.password !== undefined && (/[\r\n]/.test(db.password) || db.password.trim() !== db.password)) {
-      problems.push('DB_PASSWORD for cassandra cannot hold line breaks or leading or trailing spaces (cqlsh reads it from an ini file)');
+    if (db.password !== undefined && db.password.trim() !== db.password) {
+      problems.push('DB_PASSWORD for cassandra cannot have leading or trailing spaces (cqlsh reads it from an ini file)');
     }
-    if (db.username !== undefined && /[\r\n]/.test(db.username)) problems.push('DB_USERNAME for cassandra cannot hold line breaks');
-    return problems;
+    return [...unsafeValues(db), ...problems];
   },
 
   command(db, { secretsDir, tool }) {
@@ -85,6 +85,9 @@ export const cassandra = {
     } as const;
     return { ...streamSpool(spool), env: {}, files: [{ path: cqlshrc, content: cqlshrcFile(db) }], spool };
   },
+
+  // Every cqlsh step exited 0; the archive made afterwards must be whole.
+  completeness: () => tarEndCheck(),
 
   classify(stderr) {
     if (/AuthenticationFailed|Bad credentials|Unauthorized|Provided username .* incorrect/i.test(stderr)) return 'auth';

@@ -5,7 +5,8 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { streamSpool } from './spooled.ts';
-import type { DbConfig, DumpEngine } from './types.ts';
+import type { CompletenessCheck, DbConfig, DumpEngine } from './types.ts';
+import { unsafeValues } from './values.ts';
 
 // etcdctl applies its --command-timeout (5 s by default) to the whole snapshot transfer, which a
 // database of a few GiB outlasts; the job's own deadline (BACKUP_TIMEOUT) and SIGTERM bound it instead.
@@ -44,7 +45,7 @@ export const etcd = {
     if (db.username !== undefined && db.password === undefined) problems.push('DB_PASSWORD (or DB_PASSWORD_FILE) is required with DB_USERNAME for etcd: etcdctl would prompt for it');
     if (db.password !== undefined && db.username === undefined) problems.push('DB_USERNAME is required with DB_PASSWORD for etcd');
     if (db.username?.includes(':')) problems.push('DB_USERNAME for etcd cannot contain ":" (etcdctl reads user:password)');
-    return problems;
+    return [...unsafeValues(db), ...problems];
   },
 
   command(db, { secretsDir, tool }) {
@@ -68,6 +69,8 @@ export const etcd = {
     return { ...streamSpool(spool), env: {}, files: [], spool };
   },
 
+  completeness: () => snapshotHashCheck(),
+
   classify(stderr) {
     if (/authentication failed|invalid auth token|permission denied|user name is empty|user name not found|auth: /i.test(stderr)) return 'auth';
     if (/connection refused|context deadline exceeded|no such host|i\/o timeout|transport: Error while dialing|DeadlineExceeded|Unavailable/i.test(stderr)) return 'unreachable';
@@ -78,7 +81,7 @@ export const etcd = {
 // The completeness mark of an etcd snapshot: its last 32 bytes are the SHA-256 of everything before
 // them (what `etcdutl snapshot restore` checks unless told --skip-hash-check). Checked on the stream
 // in constant memory: a hash of all but the last 32 bytes seen so far, and those 32 bytes held back.
-export function snapshotHashCheck(): { scope: 'stream'; write(chunk: Buffer): void; verdict(): string | undefined } {
+export function snapshotHashCheck(): CompletenessCheck {
   const hash = createHash('sha256');
   let held = Buffer.alloc(0);
   let total = 0;

@@ -5,7 +5,8 @@
 // uid); the job then streams the file and removes it. Restore: `RESTORE DATABASE [name] FROM DISK = N'…'`.
 import { join } from 'node:path';
 import { streamSpool } from './spooled.ts';
-import type { DbConfig, DumpEngine } from './types.ts';
+import type { CompletenessCheck, DbConfig, DumpEngine } from './types.ts';
+import { unsafeValues } from './values.ts';
 
 // Seconds sqlcmd waits to log in before it reports the server unreachable.
 const LOGIN_TIMEOUT_SECONDS = '30';
@@ -31,7 +32,7 @@ function connection(db: DbConfig): string[] {
 const MTF_MAGIC = Buffer.from('TAPE', 'latin1');
 
 // The head mark of a SQL Server backup (the server's RESTORE VERIFYONLY has checked the rest).
-export function bakHeadCheck(): { scope: 'head'; write(chunk: Buffer): void; verdict(): string | undefined } {
+export function bakHeadCheck(): CompletenessCheck {
   let head = Buffer.alloc(0);
   return {
     scope: 'head',
@@ -56,7 +57,7 @@ export const mssql = {
     if (!db.name) problems.push('DB_NAME is required for mssql: BACKUP DATABASE backs up one database');
     if (db.allDatabases) problems.push('DB_ALL_DATABASES is not supported for mssql: run one job per database');
     if (db.tlsCaFile) problems.push('DB_TLS_CA_FILE is not supported for mssql: sqlcmd trusts the system certificate store');
-    return problems;
+    return [...unsafeValues(db), ...problems];
   },
 
   command(db, { secretsDir, tool }) {
@@ -76,6 +77,8 @@ export const mssql = {
     } as const;
     return { ...streamSpool(spool), env: {}, files: [], spool };
   },
+
+  completeness: () => bakHeadCheck(),
 
   classify(stderr) {
     if (/Login failed|password|permission|not able to access the database|BACKUP DATABASE permission/i.test(stderr)) return 'auth';

@@ -1,5 +1,5 @@
 // Shared by the engines whose tool writes to disk (see Spool in types.ts): how the spool is streamed.
-import type { Spool } from './types.ts';
+import type { CompletenessCheck, Spool } from './types.ts';
 
 // The command that streams a spool: the file as it is, a directory as a tar archive of its contents.
 export function streamSpool(spool: Spool): { file: string; args: string[] } {
@@ -11,7 +11,7 @@ const TAR_BLOCK = 512;
 const TAR_END = 2 * TAR_BLOCK;
 
 // The completeness mark of a tar stream: whole blocks, ending with the end-of-archive blocks.
-export function tarEndCheck(): { scope: 'stream'; write(chunk: Buffer): void; verdict(): string | undefined } {
+export function tarEndCheck(): CompletenessCheck {
   let tail = Buffer.alloc(0);
   let total = 0;
   return {

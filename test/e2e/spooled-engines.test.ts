@@ -53,11 +53,20 @@ describe('engines that write to disk, through a fake tool', () => {
   test('etcd: the snapshot file etcdctl saved is stored byte for byte and removed', async () => {
     const run = await backup('etcd', { DB_TYPE: 'etcd' }, ['--fake-bytes=3000000']);
     assert.equal(run.code, 0, run.stdout);
-    assert.equal(run.stored?.length, 3_000_000);
+    // The fake writes whole 512-byte blocks and their SHA-256, as etcd does.
+    assert.equal(run.stored?.length, 2_999_808 + 32);
     assert.deepEqual(run.temp, [], 'the private directory and the snapshot are gone');
     assertSecretKept(run);
     assert.equal((JSON.parse(run.record) as { env: Record<string, string> }).env.ETCDCTL_PASSWORD, PASSWORD, 'the password reached etcdctl in its env');
-    assert.match(run.stdout, /"spoolBytes":3000000/);
+    assert.match(run.stdout, /"spoolBytes":2999840/);
+  });
+
+  test('etcd: a snapshot whose hash does not match what it holds is refused as an incomplete dump', async () => {
+    const run = await backup('etcd-cut', { DB_TYPE: 'etcd' }, ['--fake-bytes=100000', '--fake-truncate=7']);
+    assert.equal(run.code, EXIT_CODES.DUMP_FAILED.code, run.stdout);
+    assert.match(run.stdout, /etcd snapshot is \d+ bytes, not whole bolt pages/);
+    assert.equal(run.stored, undefined);
+    assert.deepEqual(run.temp, []);
   });
 
   test('etcd: etcdctl failing after writing part of the file stores nothing and leaves nothing', async () => {
@@ -104,6 +113,7 @@ describe('engines that write to disk, through a fake tool', () => {
     const run = await backup('mssql', { DB_TYPE: 'mssql', DB_NAME: 'shop' }, ['--fake-bytes=70000']);
     assert.equal(run.code, 0, run.stdout);
     assert.equal(run.stored?.length, 70_000);
+    assert.equal(run.stored?.subarray(0, 4).toString('latin1'), 'TAPE');
     assert.deepEqual(run.temp, []);
     assertSecretKept(run);
     assert.equal((JSON.parse(run.record) as { env: Record<string, string> }).env.SQLCMDPASSWORD, PASSWORD);

@@ -21,7 +21,7 @@ const dir = '/tmp/planb-abc123';
 function db(overrides: Partial<DbConfig>): DbConfig {
   return {
     type: 'etcd', host: 'db.internal', port: undefined, name: undefined, username: 'backup', password: SECRET,
-    tls: undefined, tlsCaFile: undefined, allDatabases: false, extraArgs: [], ...overrides,
+    tls: undefined, tlsCaFile: undefined, allDatabases: false, extraArgs: [], sqliteQuickCheck: false, ...overrides,
   };
 }
 

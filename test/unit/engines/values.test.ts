@@ -7,7 +7,8 @@ import { DB_TYPES, type DbConfig, type DbType } from '../../../src/engines/types
 
 
 function db(type: DbType, overrides: Partial<DbConfig>): DbConfig {
-  const name = type === 'redis' ? '0' : 'shop';
+  // Redis takes a database index; an etcd snapshot has no database name.
+  const name = type === 'redis' ? '0' : type === 'etcd' ? undefined : 'shop';
   return { type, host: 'db.internal', port: 1, name, username: 'backup', password: 'ok', tls: undefined, tlsCaFile: undefined, allDatabases: false, extraArgs: [], sqliteQuickCheck: true, ...overrides };
 }
 
