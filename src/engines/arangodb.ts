@@ -23,8 +23,8 @@ export const arangodb = {
     if (db.allDatabases && db.name) problems.push('DB_NAME and DB_ALL_DATABASES=true exclude each other');
     if (db.tlsCaFile) problems.push('DB_TLS_CA_FILE is not supported for arangodb: arangodump does not verify server certificates');
     if (db.tls === 'verify-ca' || db.tls === 'verify-full') problems.push(`DB_TLS=${db.tls} is not possible for arangodb: arangodump encrypts but does not verify server certificates (use require)`);
-    if (db.password !== undefined && (db.password.trim() !== db.password || CONFIG_EXPANSION.test(db.password))) {
-      problems.push('DB_PASSWORD for arangodb cannot have leading or trailing spaces or hold @NAME@ (its configuration file would change it)');
+    if (db.password !== undefined && (/[\r\n]/.test(db.password) || db.password.trim() !== db.password || CONFIG_EXPANSION.test(db.password))) {
+      problems.push('DB_PASSWORD for arangodb cannot hold line breaks, leading or trailing spaces, or @NAME@ (its configuration file would change it)');
     }
     return [...unsafeValues(db), ...problems];
   },

@@ -47,8 +47,8 @@ export const cassandra = {
     if (!db.host) problems.push('DB_HOST is required for cassandra');
     if (!db.name) problems.push('DB_NAME is required for cassandra: the keyspace to back up');
     if (db.allDatabases) problems.push('DB_ALL_DATABASES is not supported for cassandra: run one job per keyspace');
-    if (db.password !== undefined && db.password.trim() !== db.password) {
-      problems.push('DB_PASSWORD for cassandra cannot have leading or trailing spaces (cqlsh reads it from an ini file)');
+    if (db.password !== undefined && (/[\r\n]/.test(db.password) || db.password.trim() !== db.password)) {
+      problems.push('DB_PASSWORD for cassandra cannot hold line breaks or leading or trailing spaces (cqlsh reads it from an ini file)');
     }
     return [...unsafeValues(db), ...problems];
   },
