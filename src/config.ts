@@ -7,6 +7,7 @@ import { redactValue } from './redact.ts';
 import { count, duration, durationUpTo, headerMap, httpUrl, list, nameList, size } from './config-specs.ts';
 import { parseRecipients } from './pipeline/encrypt.ts';
 import { ENGINES } from './engines/registry.ts';
+import { RESTORERS } from './restorers/registry.ts';
 import { DB_TYPES, TLS_MODES, type Compression, type DbConfig, type DbType, type DumpEngine } from './engines/types.ts';
 import { STORAGE_DRIVERS, STORAGE_TYPES, type StorageType } from './storage/registry.ts';
 import type { CommonStorageSettings } from './storage/types.ts';
@@ -58,6 +59,8 @@ export type JobConfig = {
   restoreRdbPath: string | undefined;
   // The age identity file an encrypted (`.age`) object is decrypted with; `age` reads it, the job never does.
   identityFile: string | undefined;
+  // etcd: the new member's data directory the snapshot is restored into (it must not exist yet).
+  restoreDataDir: string | undefined;
   // Backup mode: verify the object right after storing it.
   verifyAfterBackup: boolean;
   // Backup mode: capture row/key counts at dump time (always on with verifyAfterBackup).
@@ -135,6 +138,7 @@ export function loadConfig(source: Env): Config {
       RESTORE_SOURCE: str({ default: undefined }),
       RESTORE_RDB_PATH: str({ default: undefined }),
       RESTORE_IDENTITY_FILE: str({ default: undefined }),
+      RESTORE_DATA_DIR: str({ default: undefined }),
       BACKUP_VERIFY: bool({ default: false }),
       BACKUP_FACTS: bool({ default: false }),
       VERIFY_RUN_AS: str({ default: undefined }),
@@ -320,7 +324,7 @@ function linesOf(value: string): string[] {
 
 // JOB_MODE and its settings; each combination that cannot work is a problem named by its variables.
 function jobConfig(
-  base: { JOB_MODE: JobMode; RESTORE_KEY?: string | undefined; RESTORE_SOURCE?: string | undefined; RESTORE_FORCE: boolean; RESTORE_RDB_PATH?: string | undefined; RESTORE_IDENTITY_FILE?: string | undefined; BACKUP_VERIFY: boolean; BACKUP_FACTS: boolean; VERIFY_RUN_AS?: string | undefined; VERIFY_DIR?: string | undefined },
+  base: { JOB_MODE: JobMode; RESTORE_KEY?: string | undefined; RESTORE_SOURCE?: string | undefined; RESTORE_FORCE: boolean; RESTORE_RDB_PATH?: string | undefined; RESTORE_IDENTITY_FILE?: string | undefined; RESTORE_DATA_DIR?: string | undefined; BACKUP_VERIFY: boolean; BACKUP_FACTS: boolean; VERIFY_RUN_AS?: string | undefined; VERIFY_DIR?: string | undefined },
   dbType: DbType | undefined,
   encrypted: boolean,
   problems: string[],
@@ -335,9 +339,14 @@ function jobConfig(
   if (mode === 'restore' && dbType === 'redis' && !base.RESTORE_RDB_PATH) {
     problems.push('RESTORE_RDB_PATH is required to restore redis: the RDB file is written there for a Redis server to load (a running server cannot be loaded from outside)');
   }
-  if (dbType === 'mongodb' && (mode === 'verify' || base.BACKUP_VERIFY || base.BACKUP_FACTS)) {
-    problems.push('JOB_MODE=verify, BACKUP_VERIFY and BACKUP_FACTS are not available for mongodb: the image has no mongod or mongosh');
+  if (mode === 'restore' && dbType === 'etcd' && !base.RESTORE_DATA_DIR) {
+    problems.push('RESTORE_DATA_DIR is required to restore etcd: the snapshot becomes a new member\'s data directory there (a running member cannot be loaded from outside)');
   }
+  const restorer = dbType && RESTORERS[dbType];
+  if (restorer?.countUnsupported && (mode === 'verify' || base.BACKUP_VERIFY || base.BACKUP_FACTS)) {
+    problems.push(`JOB_MODE=verify, BACKUP_VERIFY and BACKUP_FACTS are not available for ${dbType}: ${restorer.countUnsupported}`);
+  }
+  if (restorer?.restoreUnsupported && mode === 'restore') problems.push(`JOB_MODE=restore is not available for ${dbType}: ${restorer.restoreUnsupported}`);
   if (base.RESTORE_RDB_PATH && !(mode === 'restore' && dbType === 'redis')) problems.push('RESTORE_RDB_PATH applies only to JOB_MODE=restore with DB_TYPE=redis');
   const identityFile = base.RESTORE_IDENTITY_FILE?.trim() || undefined;
   if (identityFile !== undefined) {
@@ -347,6 +356,7 @@ function jobConfig(
   if (mode === 'backup' && base.BACKUP_VERIFY && encrypted) {
     problems.push('BACKUP_VERIFY cannot verify an encrypted backup: the backup job never holds a decryption key; verify it in a JOB_MODE=verify run given RESTORE_IDENTITY_FILE');
   }
+  if (base.RESTORE_DATA_DIR && !(mode === 'restore' && dbType === 'etcd')) problems.push('RESTORE_DATA_DIR applies only to JOB_MODE=restore with DB_TYPE=etcd');
   let verifyRunAs: JobConfig['verifyRunAs'];
   if (base.VERIFY_RUN_AS !== undefined) {
     const match = /^(\d+)(?::(\d+))?$/.exec(base.VERIFY_RUN_AS.trim());
@@ -360,6 +370,7 @@ function jobConfig(
     restoreForce: base.RESTORE_FORCE,
     restoreRdbPath: base.RESTORE_RDB_PATH,
     identityFile,
+    restoreDataDir: base.RESTORE_DATA_DIR,
     verifyAfterBackup: base.BACKUP_VERIFY,
     captureFacts: base.BACKUP_FACTS || base.BACKUP_VERIFY,
     verifyRunAs,

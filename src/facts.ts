@@ -59,7 +59,7 @@ export type FactsCapture = {
 };
 
 export function unitOf(db: DbConfig): Facts['unit'] {
-  if (db.type === 'redis') return 'keys';
+  if (db.type === 'redis' || db.type === 'etcd') return 'keys';
   return db.allDatabases ? 'databases' : 'rows';
 }
 

@@ -4,7 +4,7 @@
 // throw-away server. Never throws from runRestore: every outcome is a report.
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { link, open, rename, rm } from 'node:fs/promises';
+import { link, open, readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,7 +12,7 @@ import { createGunzip, createZstdDecompress } from 'node:zlib';
 import type { Config } from './config.ts';
 import { createSecretsDir, removeSecretsDir, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
-import type { Compression, DbConfig, DbType, DumpCommand } from './engines/types.ts';
+import type { Compression, DbConfig, DbType, DumpCommand, DumpEngine } from './engines/types.ts';
 import { ConfigError, DumpError, EncryptionError, StorageError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { finishRun, type RunContext, type RunOptions, startRun } from './outcome.ts';
@@ -33,7 +33,7 @@ const PROGRESS_INTERVAL_MS = 10_000;
 // Suffix of the small object that carries an object's facts (facts.ts); never a backup itself.
 export const FACTS_SUFFIX = '.facts.json';
 // The end of every key the job writes: `-<run id>.<format>[.<compression>]` (run.ts newRunId).
-const RUN_KEY_TAIL = /^\d{8}T\d{6}Z-[0-9a-f]{8}\.(dump|sql|rdb|archive)(\.zst|\.gz)?(\.age)?$/;
+const RUN_KEY_TAIL = new RegExp(`^\\d{8}T\\d{6}Z-[0-9a-f]{8}\\.(${Object.keys(DUMP_FORMATS).map((ending) => ending.slice(1)).join('|')})(\\.zst|\\.gz)?(\\.age)?$`);
 
 const COMPRESSION_BY_SUFFIX = [['.zst', 'zstd'], ['.gz', 'gzip']] as const;
 
@@ -61,9 +61,10 @@ export async function latestKey(config: Config, target: StorageTarget, signal: A
 export type RestoreRequest = {
   target: StorageTarget;
   key: string;
-  // The database to load; for sqlite DB_NAME is the file, for redis `rdbPath` is.
+  // The database to load; for sqlite DB_NAME is the file, for redis `rdbPath` is, for etcd `dataDir`.
   db: DbConfig;
   rdbPath?: string | undefined;
+  dataDir?: string | undefined;
   force: boolean;
   // RESTORE_IDENTITY_FILE: decrypts a `.age` object.
   identityFile: string | undefined;
@@ -95,7 +96,7 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
   const names = restorer.tools(db, format);
   const tool = names.length === 0 ? undefined : which(names, path);
   if (names.length > 0 && !tool) throw new DumpError(`none of ${names.join(', ')} is on PATH; this image cannot restore ${db.type}`, { kind: 'missing-tool', stage: 'restore' });
-  const version = tool ? await toolVersion(tool.file, request.toolEnv) : 'none';
+  const version = tool ? await toolVersion(tool.file, request.toolEnv, (ENGINES[db.type] as DumpEngine).versionArgs) : 'none';
 
   const secretsDir = await createSecretsDir(log);
   try {
@@ -103,7 +104,11 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
     const fileTarget = db.type === 'sqlite' ? db.name : request.rdbPath;
     const temporary = fileTarget === undefined ? undefined : join(dirname(fileTarget), `.${basename(fileTarget)}.partial-${randomBytes(6).toString('hex')}`);
     const loadDb = db.type === 'sqlite' ? { ...db, name: temporary } : db;
-    const command = tool ? restorer.command(loadDb, { secretsDir, tool: tool.file, format, force: request.force, scratch: request.scratch }) : undefined;
+    // A tool that reads the dump from disk gets it in the private directory, written in full first.
+    const dumpFile = restorer.input === 'file' ? join(secretsDir, `dump${Object.entries(DUMP_FORMATS).find(([, v]) => v === format)?.[0] ?? ''}`) : undefined;
+    const command = tool
+      ? restorer.command(loadDb, { secretsDir, tool: tool.file, format, force: request.force, scratch: request.scratch, dumpFile, into: request.dataDir })
+      : undefined;
     if (command) await writeCredentialFiles(command);
 
     const body = await request.target.download(key, signal);
@@ -120,7 +125,12 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
     }, PROGRESS_INTERVAL_MS);
     try {
       const stages = [body, stored.stream, ...(decryptor ? [decryptor.stage] : []), ...decompress, raw.stream];
-      if (command) {
+      if (command && dumpFile) {
+        await pipeline([...stages, createWriteStream(dumpFile, { flags: 'wx', mode: 0o600 })] as unknown as NodeJS.ReadWriteStream[], { signal });
+        // The tool reads the file only once all of it arrived (and age, if any, authenticated its end).
+        await decryptor?.exited;
+        if (raw.bytes() > 0) await queryRunner(db.type, request.toolEnv, log, request.scrub, signal)(command);
+      } else if (command) {
         await intoTool(command, stages, request, format);
       } else if (temporary) {
         await pipeline([...stages, createWriteStream(temporary, { flags: 'wx', mode: 0o640, flush: true })] as unknown as NodeJS.ReadWriteStream[], { signal });
@@ -217,6 +227,10 @@ async function moveIntoPlace(temporary: string, destination: string, replace: bo
 // Whether the target holds anything a restore could clash with: tables, keys, a file.
 async function targetContents(config: Config, log: Logger, scrub: Scrub, signal: AbortSignal): Promise<Counts | 'file' | 'unknown'> {
   const { db } = config;
+  if (db.type === 'etcd') {
+    const entries = await readdir(config.job.restoreDataDir ?? '').catch(() => []);
+    return entries.length > 0 ? 'file' : {};
+  }
   if (db.type === 'redis') {
     const existing = await open(config.job.restoreRdbPath ?? '', 'r').then(async (handle) => (await handle.stat().finally(() => handle.close())).size, () => 0);
     return existing > 0 ? 'file' : {};
@@ -272,6 +286,10 @@ async function restore(config: Config, run: RunContext): Promise<RestoreResult &
   const key = config.job.restoreKey === 'latest' ? await latestKey(config, target, signal) : (config.job.restoreKey ?? '');
   const contents = await targetContents(config, log, run.scrub, signal);
   const into = config.db.type === 'redis' ? `RESTORE_RDB_PATH ${config.job.restoreRdbPath ?? ''}` : `${config.db.type} database ${config.db.name ?? '(all)'}`;
+  // etcdutl writes only a new data directory: RESTORE_FORCE cannot replace one.
+  if (contents === 'file' && config.db.type === 'etcd') {
+    throw new ConfigError([`RESTORE_DATA_DIR: ${config.job.restoreDataDir ?? ''} already holds files; nothing was changed (an etcd snapshot is restored into a new directory)`]);
+  }
   if (!config.job.restoreForce) {
     if (contents === 'file') throw new ConfigError([`RESTORE_RDB_PATH: ${config.job.restoreRdbPath ?? ''} already exists; nothing was changed (set RESTORE_FORCE=true to replace it)`]);
     if (contents === 'unknown') throw new ConfigError([`RESTORE_FORCE: this image cannot tell whether ${into} is empty; nothing was changed (set RESTORE_FORCE=true to restore anyway)`]);
@@ -282,7 +300,7 @@ async function restore(config: Config, run: RunContext): Promise<RestoreResult &
   }
   run.prepared();
   const restored = await restoreObject({
-    target, key, db: config.db, rdbPath: config.job.restoreRdbPath, force: config.job.restoreForce, identityFile: config.job.identityFile, scratch: false,
+    target, key, db: config.db, rdbPath: config.job.restoreRdbPath, dataDir: config.job.restoreDataDir, force: config.job.restoreForce, identityFile: config.job.identityFile, scratch: false,
     toolEnv: config.toolEnv, log, scrub: run.scrub, signal,
   });
   const where = config.storage.type === 'local' ? `file://${join(config.storage.bucket, key)}` : `${config.storage.type}://${config.storage.bucket}/${key}`;

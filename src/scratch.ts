@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import type { DbConfig, DbType } from './engines/types.ts';
+import { credentials } from './engines/etcd.ts';
 import { VerifyUnavailableError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { TIMED_OUT, withTimeout } from './timeout.ts';
@@ -100,6 +101,16 @@ async function waitReady(what: string, exited: Promise<number | null>, logFile: 
   }
 }
 
+// Waits for a server started on data already in place; a server that never gets ready is killed.
+async function readyOrKilled(what: string, proc: ReturnType<typeof launch>, logFile: string, probe: () => Promise<boolean>): Promise<void> {
+  try {
+    await waitReady(what, proc.exited, logFile, probe);
+  } catch (error) {
+    await stopProcess(proc, 'SIGKILL');
+    throw error;
+  }
+}
+
 // The server stopped while starting: for Redis that is the RDB it was given, for others the host.
 export class ScratchExit extends VerifyUnavailableError {}
 
@@ -110,19 +121,28 @@ async function stopProcess(proc: { child: ChildProcess; exited: Promise<number |
   await proc.exited;
 }
 
+// The binaries each type's throw-away server needs, or why there is none.
+const SERVERS = {
+  postgresql: ['initdb'],
+  mysql: ['mysqld', 'mariadbd'],
+  mariadb: ['mariadbd', 'mysqld'],
+  redis: ['redis-server'],
+  sqlite: ['sqlite3'],
+  etcd: ['etcd', 'etcdctl'],
+  mongodb: 'mongod and mongosh are not part of this image',
+  arangodb: 'the job starts no throw-away arangod',
+  cassandra: 'the job starts no throw-away Cassandra node',
+  mssql: 'the job starts no throw-away SQL Server',
+} as const satisfies Record<DbType, readonly string[] | string>;
+
 // Starts (or prepares) a throw-away server for `type`; DB_NAME and DB_ALL_DATABASES come from `source`.
 export async function startScratch(source: DbConfig, options: ScratchOptions): Promise<Scratch> {
   const type = source.type;
-  if (type === 'mongodb') throw new VerifyUnavailableError('cannot verify mongodb: mongod and mongosh are not part of this image');
-  const binaries = {
-    postgresql: ['initdb'],
-    mysql: ['mysqld', 'mariadbd'],
-    mariadb: ['mariadbd', 'mysqld'],
-    redis: ['redis-server'],
-    sqlite: ['sqlite3'],
-  } as const;
-  need(binaries[type], options.path);
-  const who = type === 'sqlite' ? undefined : account(options, binaries[type][0]);
+  const binaries = SERVERS[type];
+  if (typeof binaries === 'string') throw new VerifyUnavailableError(`cannot verify ${type}: ${binaries}`);
+  need(binaries, options.path);
+  // sqlite has no server; etcd runs as root too.
+  const who = type === 'sqlite' || type === 'etcd' ? undefined : account(options, binaries[0] ?? type);
   const dir = await mkdtemp(join(options.parentDir ?? tmpdir(), 'planb-verify-'));
   if (who) await chown(dir, who.uid, who.gid);
   const logFile = join(dir, 'server.log');
@@ -138,6 +158,10 @@ export async function startScratch(source: DbConfig, options: ScratchOptions): P
         return await mariadb(source, dir, who, options, logFile, remove);
       case 'redis':
         return redis(dir, who, options, logFile, remove);
+      case 'etcd':
+        return etcd(source, dir, options, logFile, remove);
+      default:
+        throw new VerifyUnavailableError(`cannot verify ${type}: no throw-away server`);
     }
   } catch (error) {
     await remove();
@@ -225,17 +249,42 @@ function redis(dir: string, who: Account, options: ScratchOptions, logFile: stri
     start: async () => {
       if (who) await chown(join(dir, 'dump.rdb'), who.uid, who.gid);
       // port 0: no TCP at all; it loads dump.rdb from `dir` and never writes it back.
-      proc = launch(server, ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir, '--dbfilename', 'dump.rdb', '--save', '', '--appendonly', 'no'], who, dir, logFile);
-      const current = proc;
-      try {
-        await waitReady('the throw-away redis-server', current.exited, logFile, async () => {
-          const answer = await execa(cli, ['-s', socket, 'PING'], { reject: false, env: { PATH: options.path }, extendEnv: false, timeout: 10_000 });
-          return answer.exitCode === 0 && answer.stdout.trim() === 'PONG';
-        });
-      } catch (error) {
-        await stopProcess(current, 'SIGKILL');
-        throw error;
-      }
+      const args = ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir, '--dbfilename', 'dump.rdb', '--save', '', '--appendonly', 'no'];
+      proc = launch(server, args, who, dir, logFile);
+      await readyOrKilled('the throw-away redis-server', proc, logFile, async () => {
+        const answer = await execa(cli, ['-s', socket, 'PING'], { reject: false, env: { PATH: options.path }, extendEnv: false, timeout: 10_000 });
+        return answer.exitCode === 0 && answer.stdout.trim() === 'PONG';
+      });
+    },
+    stop: async () => {
+      await stopProcess(proc, 'SIGTERM');
+      await remove();
+    },
+  };
+}
+
+// etcd on the data directory the restore wrote into `dir`/data: client and peer traffic on unix
+// sockets inside `dir` (etcd's unix URLs name a file in its working directory, in host:port form).
+// The snapshot carries the source's users and auth setting: the source's credentials count its keys.
+function etcd(source: DbConfig, dir: string, options: ScratchOptions, logFile: string, remove: () => Promise<void>): Scratch {
+  const server = need(['etcd'], options.path);
+  const cli = need(['etcdctl'], options.path);
+  const client = 'client.sock:1';
+  const db: DbConfig = { ...base('etcd'), host: join(dir, client), username: source.username, password: source.password };
+  let proc: ReturnType<typeof launch> | undefined;
+  return {
+    db,
+    dir,
+    logTail: () => tail(logFile),
+    start: async () => {
+      // The restore names the member `default` (etcdutl's default); its peer URL is never dialled alone.
+      const args = ['--name=default', `--data-dir=${join(dir, 'data')}`, `--listen-client-urls=unix://${client}`, `--advertise-client-urls=unix://${client}`, '--listen-peer-urls=unix://peer.sock:2'];
+      proc = launch(server, args, undefined, dir, logFile);
+      await readyOrKilled('the throw-away etcd', proc, logFile, async () => {
+        const health = [`--endpoints=unix://${db.host ?? ''}`, '--dial-timeout=2s', 'endpoint', 'health'];
+        const answer = await execa(cli, health, { reject: false, env: { PATH: options.path, ...credentials(db) }, extendEnv: false, timeout: 10_000 });
+        return answer.exitCode === 0;
+      });
     },
     stop: async () => {
       await stopProcess(proc, 'SIGTERM');

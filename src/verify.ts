@@ -59,6 +59,7 @@ export async function verifyObject(config: Config, request: VerifyRequest): Prom
     try {
       restored = await restoreObject({
         target: request.target, key: request.key, db: scratch.db, rdbPath: config.db.type === 'redis' ? join(scratch.dir, 'dump.rdb') : undefined,
+        dataDir: config.db.type === 'etcd' ? join(scratch.dir, 'data') : undefined,
         force: false, identityFile: config.job.identityFile, scratch: true, toolEnv: config.toolEnv, log, scrub: request.scrub, signal,
       });
       await scratch.start();

@@ -6,7 +6,7 @@
 // files into the run's private directory; the directory is streamed as a tar archive and removed.
 // Restore: `cqlsh -f schema.cql`, then `COPY ks.table FROM 'table.csv' WITH HEADER = true` per table.
 import { join } from 'node:path';
-import type { DbConfig, DumpEngine, SpoolStep } from './types.ts';
+import type { DbConfig, DumpEngine, Probe, SpoolStep } from './types.ts';
 import { streamSpool, tarEndCheck } from './spooled.ts';
 import { unsafeValues } from './values.ts';
 
@@ -20,9 +20,12 @@ const quoteString = (text: string): string => `'${text.replaceAll("'", "''")}'`;
 // Cassandra table names are letters, digits and underscores (at most 222); they become file names in the spool.
 const TABLE_NAME = /^\w{1,222}$/;
 
-// The table names in cqlsh's printout of `SELECT table_name …`: the rows between the dashes and the
-// `(N rows)` footer. Throws when the printout is not understood: a table silently missed would make
-// an incomplete backup look complete.
+// Keyspaces of Cassandra itself: DB_NAMES=* leaves them out.
+const SYSTEM_KEYSPACES = new Set(['system', 'system_auth', 'system_schema', 'system_distributed', 'system_traces', 'system_views', 'system_virtual_schema']);
+
+// The names in cqlsh's printout of a one-column SELECT (tables, keyspaces): the rows between the
+// dashes and the `(N rows)` footer. Throws when the printout is not understood: a table silently
+// missed would make an incomplete backup look complete.
 export function parseTableNames(stdout: string): string[] {
   const lines = stdout.split('\n').map((line) => line.trim());
   const start = lines.findIndex((line) => /^-+$/.test(line));
@@ -57,21 +60,7 @@ export const cassandra = {
     const cqlshrc = join(secretsDir, 'cqlshrc');
     const path = join(secretsDir, 'dump');
     const keyspace = db.name ?? '';
-    const tls = db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
-    const cqlsh = (statement: string, extra: Partial<SpoolStep> = {}): SpoolStep => ({
-      file: tool,
-      args: [
-        `--cqlshrc=${cqlshrc}`,
-        ...(tls ? ['--ssl'] : []),
-        `--connect-timeout=${CONNECT_TIMEOUT_SECONDS}`,
-        `--request-timeout=${REQUEST_TIMEOUT_SECONDS}`,
-        ...db.extraArgs,
-        '-e', statement,
-        db.host ?? '', String(db.port ?? 9042),
-      ],
-      env: {},
-      ...extra,
-    });
+    const cqlsh = (statement: string, extra: Partial<SpoolStep> = {}): SpoolStep => ({ ...cqlshCommand(db, tool, cqlshrc, statement, db.extraArgs), ...extra });
     const copy = (table: string) => cqlsh(`COPY ${quoteName(keyspace)}.${quoteName(table)} TO ${quoteString(join(path, `${table}.csv`))} WITH HEADER = true`);
     const spool = {
       path,
@@ -86,6 +75,20 @@ export const cassandra = {
     return { ...streamSpool(spool), env: {}, files: [{ path: cqlshrc, content: cqlshrcFile(db) }], spool };
   },
 
+  discover: (db) =>
+    cqlshQuery(db, 'system_schema.keyspaces', 'SELECT keyspace_name FROM system_schema.keyspaces', (stdout) => parseTableNames(stdout).filter((name) => !SYSTEM_KEYSPACES.has(name))),
+
+  // Cassandra's own estimate for the keyspace (partitions × mean partition size), from the node cqlsh
+  // reaches: that node's token ranges only, so on a cluster of several nodes it is a share of the
+  // whole; BACKUP_EXPECTED_SIZE sets the plan instead.
+  size: (db) =>
+    cqlshQuery(
+      db,
+      'system.size_estimates',
+      `SELECT mean_partition_size, partitions_count FROM system.size_estimates WHERE keyspace_name = ${quoteString(db.name ?? '')}`,
+      parseSizeEstimates,
+    ),
+
   // Every cqlsh step exited 0; the archive made afterwards must be whole.
   completeness: () => tarEndCheck(),
 
@@ -95,6 +98,43 @@ export const cassandra = {
     return 'failed';
   },
 } satisfies DumpEngine;
+
+// cqlsh running one statement against the node `db` names; credentials in the cqlshrc.
+function cqlshCommand(db: DbConfig, tool: string, cqlshrc: string, statement: string, extraArgs: readonly string[]): SpoolStep {
+  const tls = db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
+  return {
+    file: tool,
+    args: [
+      `--cqlshrc=${cqlshrc}`,
+      ...(tls ? ['--ssl'] : []),
+      `--connect-timeout=${CONNECT_TIMEOUT_SECONDS}`,
+      `--request-timeout=${REQUEST_TIMEOUT_SECONDS}`,
+      ...extraArgs,
+      '-e', statement,
+      db.host ?? '', String(db.port ?? 9042),
+    ],
+    env: {},
+  };
+}
+
+function cqlshQuery<T>(db: DbConfig, what: string, statement: string, parse: (stdout: string) => T): Probe<T> {
+  return {
+    what,
+    tools: ['cqlsh'],
+    command: ({ secretsDir, tool }) => {
+      const cqlshrc = join(secretsDir, 'cqlshrc');
+      return { ...cqlshCommand(db, tool, cqlshrc, statement, []), files: [{ path: cqlshrc, content: cqlshrcFile(db) }] };
+    },
+    parse,
+  };
+}
+
+// The rows `mean_partition_size | partitions_count` of system.size_estimates, summed as bytes.
+export function parseSizeEstimates(stdout: string): number {
+  const rows = stdout.split('\n').map((line) => /^\s*(\d+)\s*\|\s*(\d+)\s*$/.exec(line)).filter((match) => match !== null);
+  if (!/\(\d+ rows?\)/.test(stdout)) throw new Error(`cqlsh's size estimates were not understood: ${JSON.stringify(stdout.slice(0, 200))}`);
+  return rows.reduce((total, match) => total + Number(match[1]) * Number(match[2]), 0);
+}
 
 // cqlsh reads the credentials (and TLS settings) from its cqlshrc, an ini file read without interpolation.
 function cqlshrcFile(db: DbConfig): string {

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { streamSpool } from './spooled.ts';
-import type { CompletenessCheck, DbConfig, DumpEngine } from './types.ts';
+import type { CompletenessCheck, DbConfig, DumpCommand, DumpEngine } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // etcdctl applies its --command-timeout (5 s by default) to the whole snapshot transfer, which a
@@ -18,10 +18,47 @@ const SHA256_BYTES = 32;
 // bbolt writes whole pages: without the hash, a snapshot is a multiple of this.
 const HASHED_SIZE_MODULUS = 512;
 
-function endpoint(db: DbConfig): string {
+export function endpoint(db: DbConfig): string {
+  // A socket path (a throw-away member of the job's own): etcd's unix URLs name a file, host:port form.
+  if (db.host?.startsWith('/')) return `unix://${db.host}`;
   const tls = db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
   const host = db.host?.includes(':') ? `[${db.host}]` : (db.host ?? '');
   return `${tls ? 'https' : 'http'}://${host}:${db.port ?? 2379}`;
+}
+
+// etcdctl reads every flag from ETCDCTL_<FLAG> too: the user and password never appear in argv.
+// ETCDCTL_API=3 makes etcd 3.4's etcdctl speak the v3 API (3.5 does by default).
+export function credentials(db: DbConfig): Record<string, string> {
+  return {
+    ETCDCTL_API: '3',
+    ...(db.username !== undefined && { ETCDCTL_USER: db.username }),
+    ...(db.password !== undefined && { ETCDCTL_PASSWORD: db.password }),
+  };
+}
+
+// A short etcdctl request against the member `db` names (DB_HOST may be a unix:// socket path).
+export function etcdctl(db: DbConfig, tool: string, args: readonly string[]): DumpCommand {
+  const tls = db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
+  return {
+    file: tool,
+    args: [
+      `--endpoints=${endpoint(db)}`,
+      `--dial-timeout=${DIAL_TIMEOUT}`,
+      ...(tls && db.tls === 'require' ? ['--insecure-skip-tls-verify=true'] : []),
+      ...(db.tlsCaFile ? [`--cacert=${db.tlsCaFile}`] : []),
+      ...args,
+    ],
+    env: credentials(db),
+    files: [],
+  };
+}
+
+// `endpoint status --write-out=json`: one entry per endpoint, each with Status.dbSize in bytes.
+export function parseDbSize(stdout: string): number {
+  const parsed = JSON.parse(stdout) as { Status?: { dbSize?: unknown } }[];
+  const size = Array.isArray(parsed) ? parsed[0]?.Status?.dbSize : undefined;
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw new Error(`no dbSize in ${JSON.stringify(stdout.slice(0, 200))}`);
+  return size;
 }
 
 // The snapshot file inside the private directory.
@@ -50,24 +87,20 @@ export const etcd = {
 
   command(db, { secretsDir, tool }) {
     const path = snapshotPath(secretsDir);
-    const tls = db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
-    const args = [
-      `--endpoints=${endpoint(db)}`,
-      `--dial-timeout=${DIAL_TIMEOUT}`,
-      `--command-timeout=${SNAPSHOT_TIMEOUT}`,
-      ...(tls && db.tls === 'require' ? ['--insecure-skip-tls-verify=true'] : []),
-      ...(db.tlsCaFile ? [`--cacert=${db.tlsCaFile}`] : []),
-      ...db.extraArgs,
-      'snapshot', 'save', path,
-    ];
-    // etcdctl reads every flag from ETCDCTL_<FLAG> too: the user and password never appear in argv.
-    const env: Record<string, string> = {
-      ...(db.username !== undefined && { ETCDCTL_USER: db.username }),
-      ...(db.password !== undefined && { ETCDCTL_PASSWORD: db.password }),
-    };
+    const { args, env } = etcdctl(db, tool, [`--command-timeout=${SNAPSHOT_TIMEOUT}`, ...db.extraArgs, 'snapshot', 'save', path]);
     const spool = { path, kind: 'file', steps: [{ file: tool, args, env }] } as const;
     return { ...streamSpool(spool), env: {}, files: [], spool };
   },
+
+  namesUnsupported: 'a snapshot always holds the whole keyspace, so DB_NAMES would store the same snapshot once per name',
+
+  // The size of the member's bolt database file: what a snapshot copies, free pages included.
+  size: (db) => ({
+    what: 'endpoint status dbSize',
+    tools: ['etcdctl'],
+    command: ({ tool }) => etcdctl(db, tool, ['endpoint', 'status', '--write-out=json']),
+    parse: parseDbSize,
+  }),
 
   completeness: () => snapshotHashCheck(),
 

@@ -4,8 +4,9 @@
 // see at the same path (TMPDIR on a volume both containers mount, the server running as the same
 // uid); the job then streams the file and removes it. Restore: `RESTORE DATABASE [name] FROM DISK = N'…'`.
 import { join } from 'node:path';
+import { lines, wholeNumber } from './answers.ts';
 import { streamSpool } from './spooled.ts';
-import type { CompletenessCheck, DbConfig, DumpEngine } from './types.ts';
+import type { CompletenessCheck, DbConfig, DumpEngine, Probe } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // Seconds sqlcmd waits to log in before it reports the server unreachable.
@@ -26,6 +27,26 @@ function connection(db: DbConfig): string[] {
     '-b', // exit non-zero when a statement fails
     '-d', 'master',
   ];
+}
+
+// sqlcmd reads the password from SQLCMDPASSWORD, so it never appears in argv.
+function passwordEnv(db: DbConfig): Record<string, string> {
+  return db.password === undefined ? {} : { SQLCMDPASSWORD: db.password };
+}
+
+// One query through sqlcmd, answered without headers, row counts or padding (`-h -1 -W`).
+function sqlcmdQuery<T>(db: DbConfig, what: string, query: string, parse: (stdout: string) => T): Probe<T> {
+  return {
+    what,
+    tools: ['sqlcmd'],
+    command: ({ tool }) => ({
+      file: tool,
+      args: [...connection(db), '-h', '-1', '-W', '-Q', `SET NOCOUNT ON; ${query}`],
+      env: passwordEnv(db),
+      files: [],
+    }),
+    parse,
+  };
 }
 
 // A SQL Server backup is a Microsoft Tape Format media set: it starts with a TAPE descriptor block.
@@ -62,7 +83,7 @@ export const mssql = {
 
   command(db, { secretsDir, tool }) {
     const path = join(secretsDir, 'backup.bak');
-    const env: Record<string, string> = db.password === undefined ? {} : { SQLCMDPASSWORD: db.password };
+    const env = passwordEnv(db);
     const base = connection(db);
     const name = db.name ?? '';
     const backup = `BACKUP DATABASE ${quoteName(name)} TO DISK = ${quoteString(path)} WITH COPY_ONLY, CHECKSUM, FORMAT, INIT`;
@@ -77,6 +98,18 @@ export const mssql = {
     } as const;
     return { ...streamSpool(spool), env: {}, files: [], spool };
   },
+
+  // Databases ids 1–4 are master, tempdb, model and msdb; only those online and open to this login.
+  discover: (db) =>
+    sqlcmdQuery(db, 'sys.databases', "SELECT name FROM sys.databases WHERE database_id > 4 AND state_desc = 'ONLINE' AND HAS_DBACCESS(name) = 1 ORDER BY name", (stdout) =>
+      lines(stdout).map((line) => line.trim()),
+    ),
+
+  // Pages in use by the database's data and indexes: about what BACKUP writes (it copies used extents).
+  size: (db) =>
+    sqlcmdQuery(db, 'sys.allocation_units used_pages', `SELECT SUM(CAST(used_pages AS bigint)) * 8192 FROM ${quoteName(db.name ?? '')}.sys.allocation_units`, (stdout) =>
+      wholeNumber(lines(stdout).at(-1)),
+    ),
 
   completeness: () => bakHeadCheck(),
 

@@ -7,6 +7,7 @@ import type { Restorer } from './types.ts';
 
 export const mongodb = {
   formats: ['archive'],
+  countUnsupported: 'the image has no mongod or mongosh',
   tools: () => ['mongorestore'],
 
   command(db, { secretsDir, tool, force }) {

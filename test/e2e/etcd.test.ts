@@ -99,6 +99,37 @@ describe('etcd', () => {
     }
   });
 
+  test('the job restores an etcd backup into a new data directory, refuses one that holds files, and verifies it in a throw-away member', async (t) => {
+    if (!requireBinaries(t, ['etcd', 'etcdctl']) || !server) return;
+    const { env, bucket } = await jobEnv('jobrestore', { BACKUP_VERIFY: 'true' });
+    const backedUp = await runJob(env);
+    assert.equal(backedUp.code, 0, backedUp.stdout);
+    const verified = backedUp.lines.find((line) => String(line.message).startsWith('verification passed'));
+    assert.ok(verified, 'the backup is verified in a throw-away etcd right after it is stored');
+    assert.deepEqual((verified as unknown as { counts: Record<string, number> }).counts, { keys: 203 });
+    const key = (await readdir(bucket)).find((name) => name.endsWith('.db.zst')) ?? '';
+
+    const dataDir = join(work, 'job-restored');
+    const restore = { ...env, JOB_MODE: 'restore', RESTORE_KEY: 'latest', RESTORE_DATA_DIR: dataDir, BACKUP_VERIFY: 'false' };
+    const restored = await runJob(restore);
+    assert.equal(restored.code, 0, restored.stdout);
+    assert.ok(!restored.stdout.includes(server.password), 'the password never appears in the logs');
+    const member = await startEtcd({ dataDir, name: 'default', password: server.password });
+    try {
+      assert.deepEqual(await member.pairs(), await server.pairs(), 'the restored member holds every key and value');
+    } finally {
+      await member.stop();
+    }
+
+    const again = await runJob(restore);
+    assert.equal(again.code, EXIT_CODES.CONFIG.code, again.stdout);
+    assert.match(again.stdout, /RESTORE_DATA_DIR: .* already holds files/);
+
+    const verify = await runJob({ ...env, JOB_MODE: 'verify', RESTORE_KEY: key, BACKUP_VERIFY: 'false' });
+    assert.equal(verify.code, 0, verify.stdout);
+    assert.ok(verify.lines.some((line) => String(line.message).startsWith('verification passed: 1 keyspaces, 203 keys compared')), verify.stdout);
+  });
+
   test('a wrong etcd password fails as DB_AUTH, stores nothing and leaves no temp file', async (t) => {
     if (!requireBinaries(t, ['etcd', 'etcdctl']) || !server) return;
     const { env, bucket, temp } = await jobEnv('wrongpw', { DB_PASSWORD: 'not-the-password' });

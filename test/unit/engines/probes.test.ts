@@ -130,3 +130,92 @@ describe('mongodb', () => {
     assert.match(all.command({ secretsDir: dir, tool: 'mongosh' }).args[4] ?? '', /totalSize/);
   });
 });
+
+describe('etcd', () => {
+  test('has no DB_NAMES: a snapshot holds the whole keyspace', () => {
+    assert.match(ENGINES.etcd.namesUnsupported, /whole keyspace/);
+    assert.equal('discover' in ENGINES.etcd, false);
+  });
+
+  test('the size is endpoint status dbSize, the user and password in etcdctl’s env', () => {
+    const probe = ENGINES.etcd.size(db({ type: 'etcd', port: 2379, name: undefined }));
+    assert.deepEqual(probe.tools, ['etcdctl']);
+    const command = probe.command({ secretsDir: dir, tool: '/usr/bin/etcdctl' });
+    assert.deepEqual(command.args, ['--endpoints=http://db.internal:2379', '--dial-timeout=10s', 'endpoint', 'status', '--write-out=json']);
+    assert.deepEqual(command.env, { ETCDCTL_API: '3', ETCDCTL_USER: 'backup', ETCDCTL_PASSWORD: SECRET });
+    assertNoSecret(command);
+    const answer = '[{"Endpoint":"http://db.internal:2379","Status":{"header":{"revision":2},"version":"3.4.23","dbSize":20480,"dbSizeInUse":16384}}]';
+    assert.equal(probe.parse(answer), 20480);
+    assert.throws(() => probe.parse('[]'), /no dbSize/);
+  });
+});
+
+describe('arangodb', () => {
+  test('discovery runs arangosh against _system with the password in its configuration file, _system left out', () => {
+    const probe = ENGINES.arangodb.discover(db({ type: 'arangodb', port: 8529 }));
+    assert.deepEqual(probe.tools, ['arangosh']);
+    const command = probe.command({ secretsDir: dir, tool: '/usr/bin/arangosh' });
+    assert.deepEqual(command.args, [
+      `--configuration=${dir}/arangosh.conf`, '--server.endpoint=tcp://db.internal:8529', '--server.username=backup', '--server.database=_system', '--quiet',
+      "--javascript.execute-string=db._databases().filter((name) => name !== '_system').forEach((name) => print(name));",
+    ]);
+    assert.deepEqual(command.files, [{ path: `${dir}/arangosh.conf`, content: `[server]\npassword = ${SECRET}\n` }]);
+    assertNoSecret(command);
+    assert.deepEqual(probe.parse('app\nshop\n'), ['app', 'shop']);
+  });
+
+  test('the size sums the documents of every collection of the database, or of every database', () => {
+    const one = ENGINES.arangodb.size(db({ type: 'arangodb' })).command({ secretsDir: dir, tool: 'arangosh' });
+    assert.ok(one.args.includes('--server.database=shop'));
+    assert.match(one.args.at(-1) ?? '', /figures\(\)\.documentsSize/);
+    const all = ENGINES.arangodb.size(db({ type: 'arangodb', name: undefined, allDatabases: true })).command({ secretsDir: dir, tool: 'arangosh' });
+    assert.ok(all.args.includes('--server.database=_system'));
+    assert.match(all.args.at(-1) ?? '', /_useDatabase/);
+    assert.equal(ENGINES.arangodb.size(db({ type: 'arangodb' })).parse('12345\n'), 12345);
+  });
+});
+
+describe('cassandra', () => {
+  const listing = (rows: string[]) => ` keyspace_name\n---------------\n${rows.map((row) => ` ${row}`).join('\n')}\n\n(${rows.length} rows)\n`;
+
+  test('discovery lists system_schema.keyspaces through cqlsh, credentials in the cqlshrc, system keyspaces left out', () => {
+    const probe = ENGINES.cassandra.discover(db({ type: 'cassandra', port: 9042 }));
+    assert.deepEqual(probe.tools, ['cqlsh']);
+    const command = probe.command({ secretsDir: dir, tool: '/usr/bin/cqlsh' });
+    assert.deepEqual(command.args, [`--cqlshrc=${dir}/cqlshrc`, '--connect-timeout=30', '--request-timeout=120', '-e', 'SELECT keyspace_name FROM system_schema.keyspaces', 'db.internal', '9042']);
+    assert.deepEqual(command.files, [{ path: `${dir}/cqlshrc`, content: `[authentication]\nusername = backup\npassword = ${SECRET}\n` }]);
+    assertNoSecret(command);
+    assert.deepEqual(probe.parse(listing(['system', 'shop', 'system_auth', 'app'])), ['shop', 'app']);
+    assert.throws(() => probe.parse(' keyspace_name\n------\n shop\n\n(2 rows)\n'), /said 2/);
+  });
+
+  test('the size sums partitions × mean partition size from system.size_estimates for the keyspace', () => {
+    const probe = ENGINES.cassandra.size(db({ type: 'cassandra', name: "it's" }));
+    assert.match(probe.command({ secretsDir: dir, tool: 'cqlsh' }).args.join(' '), /WHERE keyspace_name = 'it''s'/);
+    const answer = ' mean_partition_size | partitions_count\n---------------------+------------------\n                 100 |               10\n                  50 |                4\n\n(2 rows)\n';
+    assert.equal(probe.parse(answer), 1200);
+    assert.equal(probe.parse(' mean_partition_size | partitions_count\n----+----\n\n(0 rows)\n'), 0);
+    assert.throws(() => probe.parse('Connection error'), /not understood/);
+  });
+});
+
+describe('mssql', () => {
+  test('discovery reads sys.databases without headers or counts, the password in SQLCMDPASSWORD', () => {
+    const probe = ENGINES.mssql.discover(db({ type: 'mssql', port: 1433 }));
+    assert.deepEqual(probe.tools, ['sqlcmd']);
+    const command = probe.command({ secretsDir: dir, tool: '/opt/mssql-tools18/bin/sqlcmd' });
+    assert.deepEqual(command.args, [
+      '-S', 'tcp:db.internal,1433', '-U', 'backup', '-l', '30', '-b', '-d', 'master', '-h', '-1', '-W', '-Q',
+      "SET NOCOUNT ON; SELECT name FROM sys.databases WHERE database_id > 4 AND state_desc = 'ONLINE' AND HAS_DBACCESS(name) = 1 ORDER BY name",
+    ]);
+    assert.deepEqual(command.env, { SQLCMDPASSWORD: SECRET });
+    assertNoSecret(command);
+    assert.deepEqual(probe.parse('app\r\nshop\r\n'), ['app', 'shop']);
+  });
+
+  test('the size is the used pages of the database’s allocation units, 8 KiB each', () => {
+    const probe = ENGINES.mssql.size(db({ type: 'mssql', name: 'sh]op' }));
+    assert.equal(probe.command({ secretsDir: dir, tool: 'sqlcmd' }).args.at(-1), 'SET NOCOUNT ON; SELECT SUM(CAST(used_pages AS bigint)) * 8192 FROM [sh]]op].sys.allocation_units');
+    assert.equal(probe.parse('8192000\n'), 8192000);
+  });
+});

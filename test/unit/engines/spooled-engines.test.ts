@@ -44,7 +44,7 @@ describe('etcd', () => {
       steps: [{
         file: '/usr/bin/etcdctl',
         args: ['--endpoints=http://db.internal:2379', '--dial-timeout=10s', '--command-timeout=24h', 'snapshot', 'save', `${dir}/snapshot.db`],
-        env: { ETCDCTL_USER: 'backup', ETCDCTL_PASSWORD: SECRET },
+        env: { ETCDCTL_API: '3', ETCDCTL_USER: 'backup', ETCDCTL_PASSWORD: SECRET },
       }],
     });
     assert.deepEqual([command.file, ...command.args], ['cat', `${dir}/snapshot.db`]);

@@ -7,6 +7,7 @@ import { ConfigError } from '../../../src/errors.ts';
 import type { DbConfig } from '../../../src/engines/types.ts';
 import { describeKey } from '../../../src/restore.ts';
 import { RESTORERS } from '../../../src/restorers/registry.ts';
+import { parseKeyCount } from '../../../src/restorers/etcd.ts';
 import { parseKeyspace } from '../../../src/restorers/redis.ts';
 import type { RestoreContext } from '../../../src/restorers/types.ts';
 
@@ -99,6 +100,31 @@ describe('object keys', () => {
   });
 });
 
+describe('etcd restore', () => {
+  test('the snapshot, written to the private directory first, becomes a new data directory; DB_EXTRA_ARGS name the member', () => {
+    const built = command(
+      db({ type: 'etcd', port: 2379, name: undefined, extraArgs: ['--name=etcd-0'] }),
+      context({ format: 'snapshot', tool: '/usr/local/bin/etcdutl', dumpFile: `${dir}/dump.db`, into: '/var/lib/etcd/new' }),
+    );
+    assert.deepEqual(built.args, ['snapshot', 'restore', `${dir}/dump.db`, '--data-dir=/var/lib/etcd/new', '--name=etcd-0']);
+    assert.deepEqual(built.env, { ETCDCTL_API: '3' }, 'no credentials: the restore never talks to a server');
+    assert.equal(RESTORERS.etcd.input, 'file');
+    assert.deepEqual(RESTORERS.etcd.tools(db({ type: 'etcd' }), 'snapshot'), ['etcdutl', 'etcdctl']);
+  });
+
+  test('keys are counted from the count etcdctl reports for the whole keyspace', () => {
+    assert.deepEqual(parseKeyCount('{"header":{"revision":4},"kvs":[{"key":"azE="}],"more":true,"count":3}'), { keys: 3 });
+    assert.deepEqual(parseKeyCount('{"header":{"revision":1}}'), { keys: 0 }, 'an empty keyspace has no count field');
+    assert.throws(() => parseKeyCount('Error: permission denied'), /could not read/);
+  });
+
+  test('a snapshot, a tar and a SQL Server backup are told by their keys', () => {
+    assert.deepEqual(describeKey('etcd-etcd-20260101T000000Z-0123abcd.db.zst'), { compression: 'zstd', format: 'snapshot' });
+    assert.deepEqual(describeKey('arangodb-shop-20260101T000000Z-0123abcd.tar.gz'), { compression: 'gzip', format: 'tar' });
+    assert.deepEqual(describeKey('mssql-shop-20260101T000000Z-0123abcd.bak'), { compression: 'none', format: 'bak' });
+  });
+});
+
 describe('JOB_MODE settings', () => {
   const base = { DB_TYPE: 'postgres', DB_NAME: 'shop', STORAGE_TYPE: 'local', STORAGE_BUCKET: '/backups' };
   const problems = (env: Record<string, string>) => {
@@ -126,6 +152,24 @@ describe('JOB_MODE settings', () => {
     assert.match(problems({ ...base, JOB_MODE: 'verify', RESTORE_KEY: '../etc/x.dump' }), /no leading \/ and no \.\. segments/);
     assert.match(problems({ ...base, JOB_MODE: 'restore', RESTORE_KEY: 'a.rdb', DB_TYPE: 'redis', DB_HOST: 'r', DB_NAME: '' }), /RESTORE_RDB_PATH is required to restore redis/);
     assert.match(problems({ ...base, DB_TYPE: 'mongodb', DB_HOST: 'm', BACKUP_VERIFY: 'true' }), /not available for mongodb/);
+  });
+
+  test('etcd restores need RESTORE_DATA_DIR, which applies to nothing else', () => {
+    const etcd = { DB_TYPE: 'etcd', DB_HOST: 'e', STORAGE_TYPE: 'local', STORAGE_BUCKET: '/backups', JOB_MODE: 'restore', RESTORE_KEY: 'latest' };
+    assert.match(problems(etcd), /RESTORE_DATA_DIR is required to restore etcd/);
+    assert.equal(loadConfig({ ...etcd, RESTORE_DATA_DIR: '/var/lib/etcd/new' }).job.restoreDataDir, '/var/lib/etcd/new');
+    assert.match(problems({ ...base, RESTORE_DATA_DIR: '/x' }), /RESTORE_DATA_DIR applies only to JOB_MODE=restore with DB_TYPE=etcd/);
+    assert.equal(loadConfig({ ...etcd, JOB_MODE: 'verify' }).job.mode, 'verify', 'a verification restores into a directory of its own');
+  });
+
+  test('arangodb, cassandra and mssql back up only: restore, verify and facts are refused at configuration, each saying why', () => {
+    for (const type of ['arangodb', 'cassandra', 'mssql']) {
+      const env = { DB_TYPE: type, DB_HOST: 'h', DB_NAME: 'shop', STORAGE_TYPE: 'local', STORAGE_BUCKET: '/backups' };
+      assert.equal(problems(env), '', `${type} backs up`);
+      assert.match(problems({ ...env, JOB_MODE: 'restore', RESTORE_KEY: 'latest' }), new RegExp(`JOB_MODE=restore is not available for ${type}: .+docs/databases\\.md`));
+      assert.match(problems({ ...env, JOB_MODE: 'verify', RESTORE_KEY: 'latest' }), new RegExp(`not available for ${type}: the job has no throw-away`));
+      assert.match(problems({ ...env, BACKUP_FACTS: 'true' }), new RegExp(`BACKUP_FACTS are not available for ${type}`));
+    }
   });
 
   test('BACKUP_VERIFY captures the facts, and VERIFY_RUN_AS takes uid or uid:gid', () => {
