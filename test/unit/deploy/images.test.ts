@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DockerfileParser, type Dockerfile, type Instruction } from 'dockerfile-ast';
 import { ENGINES } from '../../../src/engines/registry.ts';
+import { DB_TYPES } from '../../../src/engines/types.ts';
 import {
   AGE_GLIBC,
   ROOT,
@@ -93,6 +94,7 @@ describe('rendered Dockerfiles', () => {
     ]) {
       assert.ok(names.includes(name), `${name} is missing from deploy/images/matrix.json`);
     }
+    for (const type of DB_TYPES) assert.ok(builds.some((build) => build.spec.dbType === type), `DB_TYPE=${type} has no image in deploy/images/matrix.json`);
   });
 
   test('every rendered Dockerfile parses into known instructions with no placeholder left', async () => {
