@@ -128,6 +128,14 @@ describe('etcd', () => {
     const verify = await runJob({ ...env, JOB_MODE: 'verify', RESTORE_KEY: key, BACKUP_VERIFY: 'false' });
     assert.equal(verify.code, 0, verify.stdout);
     assert.ok(verify.lines.some((line) => String(line.message).startsWith('verification passed: 1 keyspaces, 203 keys compared')), verify.stdout);
+
+    // Facts that no longer match what the object holds: the verification fails and names the count.
+    const factsFile = join(bucket, `${key}.facts.json`);
+    const facts = JSON.parse(await readFile(factsFile, 'utf8')) as { counts: Record<string, number> };
+    await writeFile(factsFile, JSON.stringify({ ...facts, counts: { keys: 204 } }));
+    const mismatch = await runJob({ ...env, JOB_MODE: 'verify', RESTORE_KEY: key, BACKUP_VERIFY: 'false' });
+    assert.equal(mismatch.code, EXIT_CODES.VERIFY_FAILED.code, mismatch.stdout);
+    assert.match(mismatch.stdout, /keys: expected 204, restored 203/);
   });
 
   test('a wrong etcd password fails as DB_AUTH, stores nothing and leaves no temp file', async (t) => {

@@ -156,8 +156,10 @@ describe('DB_NAMES configuration', () => {
     assert.match(problemsOf({ ...fanOutBase, DB_NAMES: 'shop,-x' }).join('\n'), /starts with "-"/, 'every listed name gets the DB_NAME checks');
   });
 
-  test('redis refuses DB_NAMES (one snapshot holds every database); sqlite takes files but cannot list them', () => {
+  test('redis and etcd refuse DB_NAMES (one snapshot holds everything); sqlite takes files but cannot list them; arangodb, cassandra and mssql list theirs', () => {
     assert.match(problemsOf({ ...fanOutBase, DB_TYPE: 'redis', DB_HOST: 'cache', DB_NAMES: '0,1' }).join('\n'), /DB_NAMES does not apply to redis: an RDB snapshot always holds every database/);
+    assert.match(problemsOf({ ...fanOutBase, DB_TYPE: 'etcd', DB_HOST: 'etcd', DB_NAMES: '*' }).join('\n'), /DB_NAMES does not apply to etcd: a snapshot always holds the whole keyspace/);
+    for (const type of ['arangodb', 'cassandra', 'mssql']) assert.equal(loadConfig({ ...fanOutBase, DB_TYPE: type, DB_HOST: 'h', DB_NAMES: '*' }).db.type, type, `${type} lists its databases`);
     assert.deepEqual(loadConfig({ ...fanOutBase, DB_TYPE: 'sqlite', DB_NAMES: '/data/a.db,/data/b.db' }).databases?.names, ['/data/a.db', '/data/b.db']);
     assert.match(problemsOf({ ...fanOutBase, DB_TYPE: 'sqlite', DB_NAMES: '*' }).join('\n'), /DB_NAMES=\* does not apply to sqlite/);
   });
