@@ -138,6 +138,30 @@ describe('etcd', () => {
     assert.match(mismatch.stdout, /keys: expected 204, restored 203/);
   });
 
+  test('an encrypted etcd backup restores through the job with the age identity, into a new data directory', async (t) => {
+    if (!requireBinaries(t, ['etcd', 'etcdctl', 'age', 'age-keygen']) || !server) return;
+    const identityFile = join(work, 'identity.txt');
+    execFileSync('age-keygen', ['-o', identityFile], { stdio: 'pipe' });
+    const recipient = execFileSync('age-keygen', ['-y', identityFile], { encoding: 'utf8' }).trim();
+    const { env, bucket } = await jobEnv('encrypted', { BACKUP_ENCRYPTION_RECIPIENTS: recipient });
+    const backedUp = await runJob(env);
+    assert.equal(backedUp.code, 0, backedUp.stdout);
+    assert.match((await readdir(bucket))[0] ?? '', /\.db\.zst\.age$/);
+
+    const dataDir = join(work, 'encrypted-restored');
+    // A restore run gets the identity, not the recipients.
+    const plain: Record<string, string> = { ...env };
+    delete plain.BACKUP_ENCRYPTION_RECIPIENTS;
+    const restored = await runJob({ ...plain, JOB_MODE: 'restore', RESTORE_KEY: 'latest', RESTORE_DATA_DIR: dataDir, RESTORE_IDENTITY_FILE: identityFile });
+    assert.equal(restored.code, 0, restored.stdout);
+    const member = await startEtcd({ dataDir, name: 'default', password: server.password });
+    try {
+      assert.deepEqual(await member.pairs(), await server.pairs());
+    } finally {
+      await member.stop();
+    }
+  });
+
   test('a wrong etcd password fails as DB_AUTH, stores nothing and leaves no temp file', async (t) => {
     if (!requireBinaries(t, ['etcd', 'etcdctl']) || !server) return;
     const { env, bucket, temp } = await jobEnv('wrongpw', { DB_PASSWORD: 'not-the-password' });

@@ -119,9 +119,10 @@ describe('etcd restore', () => {
   });
 
   test('a snapshot, a tar and a SQL Server backup are told by their keys', () => {
-    assert.deepEqual(describeKey('etcd-etcd-20260101T000000Z-0123abcd.db.zst'), { compression: 'zstd', format: 'snapshot' });
-    assert.deepEqual(describeKey('arangodb-shop-20260101T000000Z-0123abcd.tar.gz'), { compression: 'gzip', format: 'tar' });
-    assert.deepEqual(describeKey('mssql-shop-20260101T000000Z-0123abcd.bak'), { compression: 'none', format: 'bak' });
+    assert.deepEqual(describeKey('etcd-etcd-20260101T000000Z-0123abcd.db.zst'), { compression: 'zstd', format: 'snapshot', encrypted: false });
+    assert.deepEqual(describeKey('etcd-etcd-20260101T000000Z-0123abcd.db.zst.age'), { compression: 'zstd', format: 'snapshot', encrypted: true });
+    assert.deepEqual(describeKey('arangodb-shop-20260101T000000Z-0123abcd.tar.gz'), { compression: 'gzip', format: 'tar', encrypted: false });
+    assert.deepEqual(describeKey('mssql-shop-20260101T000000Z-0123abcd.bak'), { compression: 'none', format: 'bak', encrypted: false });
   });
 });
 
