@@ -1,6 +1,7 @@
 // What a verification costs on the PostgreSQL benchmark database: back it up once with BACKUP_FACTS
 // (row counts in pg_dump's snapshot), then time JOB_MODE=verify on that object, measuring the whole
-// process tree (the job, pg_restore, the throw-away postgres and its backends).
+// process tree (the job, pg_restore, the throw-away postgres and its backends), and JOB_MODE=restore of
+// it into an empty database of the same server.
 //
 //   npm run build && node test/bench/verify.ts [--pg-size=1.5GB]
 import { execFileSync } from 'node:child_process';
@@ -46,10 +47,12 @@ try {
   const keys = (await readdir(join(work, 'bucket'))).filter((key) => key.endsWith('.dump.zst')).sort();
   const verify = await run('verify', { JOB_MODE: 'verify', RESTORE_KEY: keys.at(-1) ?? '' });
   const verdict = verify.log.split('\n').find((line) => line.includes('"verification passed:'));
+  await pg.createDatabase('restored');
+  const restore = await run('restore', { JOB_MODE: 'restore', RESTORE_KEY: keys.at(-1) ?? '', DB_NAME: 'restored' });
   const job = (m: Measurement) => m.peaks.find((peak) => peak.root)?.hwmBytes ?? 0;
   console.log('| Run | Wall (s) | Job peak RSS (MiB) | Process tree peak RSS (MiB) | CPU (s) |');
   console.log('|---|---|---|---|---|');
-  for (const [label, { result }] of [['backup', plain], ['backup, BACKUP_FACTS=true', withFacts], ['JOB_MODE=verify', verify]] as const) {
+  for (const [label, { result }] of [['backup', plain], ['backup, BACKUP_FACTS=true', withFacts], ['JOB_MODE=verify', verify], ['JOB_MODE=restore', restore]] as const) {
     console.log(`| ${label} | ${seconds(result.wallMs)} | ${mib(job(result))} | ${mib(result.treeRssBytes)} | ${result.cpuSeconds.toFixed(1)} |`);
   }
   console.log(`\n${verdict ? (JSON.parse(verdict) as { message: string }).message : 'no verdict line'}`);
