@@ -21,7 +21,7 @@ test('STORAGE_PART_SIZE must be a multiple of 256 KiB, and STORAGE_CLASS a GCS c
 
 test('GCS_CREDENTIALS_JSON must be credentials JSON, is never echoed, and can come from GCS_CREDENTIALS_JSON_FILE', async () => {
   const base = { DB_TYPE: 'postgresql', DB_NAME: 'app', STORAGE_TYPE: 'gcs', STORAGE_BUCKET: BUCKET };
-  const broken = '{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----secret-material';
+  const broken = '{"type":"service_account","private_key":"not-a-real-key secret-material';
   assert.throws(() => loadConfig({ ...base, GCS_CREDENTIALS_JSON: broken }), (error) => {
     assert.ok(error instanceof ConfigError);
     assert.match(error.message, /GCS_CREDENTIALS_JSON: is not valid JSON/);

@@ -133,24 +133,24 @@ describe('s3 settings', () => {
   test('the secret key and session token may come from files, and are listed as secrets to redact', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'planb-s3-secrets-'));
     try {
-      await writeFile(join(dir, 'secret'), 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n', { mode: 0o600 });
+      await writeFile(join(dir, 'secret'), 'test-secret-access-key\n', { mode: 0o600 });
       const config = loadConfig({
         DB_TYPE: 'sqlite',
         DB_NAME: '/data/app.db',
         STORAGE_TYPE: 's3',
         STORAGE_BUCKET: 'backups',
         STORAGE_REGION: 'eu-west-1',
-        STORAGE_ACCESS_KEY_ID: 'AKIAIOSFODNN7EXAMPLE',
+        STORAGE_ACCESS_KEY_ID: 'test-access-key-id',
         STORAGE_SECRET_ACCESS_KEY_FILE: join(dir, 'secret'),
         STORAGE_S3_SSE: 'aws:kms',
         STORAGE_S3_KMS_KEY_ID: 'alias/backups',
         STORAGE_CLASS: 'STANDARD_IA',
       });
       assert.equal(config.storage.type, 's3');
-      assert.equal(config.storage.settings.STORAGE_SECRET_ACCESS_KEY, 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY');
+      assert.equal(config.storage.settings.STORAGE_SECRET_ACCESS_KEY, 'test-secret-access-key');
       assert.equal(config.storage.settings.STORAGE_S3_SSE, 'aws:kms');
       assert.equal(config.storage.settings.STORAGE_CLASS, 'STANDARD_IA');
-      assert.ok(config.secrets.includes('wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'));
+      assert.ok(config.secrets.includes('test-secret-access-key'));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
