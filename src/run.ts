@@ -156,6 +156,12 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       await watch.verdict;
     });
     failures.watch(finished);
+    // Stops every tool still running; what it stops then exits with a StoppedError, never a cause.
+    const stopTools = (): void => {
+      dump.stop();
+      compressor?.kill();
+      encryptor?.kill();
+    };
     const progress = setInterval(() => {
       const seconds = (performance.now() - streamStart) / 1000;
       log.info(
@@ -191,11 +197,6 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       // The moment any stage fails, the tools are stopped, before the pipeline tears their pipes down:
       // one that then dies of a write error is a StoppedError, not a cause. (age keeps its own failure
       // when it had already exited: see encrypt.ts.)
-      const stopTools = (): void => {
-        dump.stop();
-        compressor?.kill();
-        encryptor?.kill();
-      };
       for (const stage of stages) if (typeof stage !== 'function') stage.once('error', stopTools);
       const stallTimeout = config.backup.stallTimeoutMs;
       const stall = watchStall(hold, () => stored.bytes() - stored.stream.readableLength, stallTimeout, () =>
@@ -218,11 +219,9 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
       };
     } catch (error) {
       facts.rawBytes = rawBytes();
-      // What still runs is stopped (a StoppedError, never a cause). Once every child has exited, each
-      // stage that failed on its own has said so: age, for one, only after its stderr closed.
-      dump.stop();
-      compressor?.kill();
-      encryptor?.kill();
+      // Once every child has exited, each stage that failed on its own has said so: age, for one, only
+      // after its stderr closed.
+      stopTools();
       await Promise.allSettled([dump.exited, compressor?.exited, encryptor?.exited]);
       if (signal.aborted) throw signal.reason;
       throw failures.first ?? error;
