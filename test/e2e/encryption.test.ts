@@ -285,7 +285,7 @@ describe('the job restores and verifies encrypted objects with RESTORE_IDENTITY_
     assert.match(missing.stdout, /RESTORE_IDENTITY_FILE: .*nowhere\.key does not exist/);
   });
 
-  test('an encrypted object cut short in storage fails verification (age authenticates the end)', async (t) => {
+  test('an encrypted object cut short in storage fails verification and restore (age authenticates the end)', async (t) => {
     if (!requireBinaries(t, ['age', 'age-keygen', 'zstd', 'sqlite3']) || !key) return;
     const bucket = join(dir, 'bucket');
     const cutKey = key.replace('.sql.zst.age', '-cut.sql.zst.age');
@@ -294,6 +294,14 @@ describe('the job restores and verifies encrypted objects with RESTORE_IDENTITY_
     const verify = await runJob(env({ JOB_MODE: 'verify', RESTORE_KEY: cutKey, RESTORE_IDENTITY_FILE: keys[0]?.identityFile ?? '' }));
     assert.equal(verify.code, EXIT_CODES.VERIFY_FAILED.code, verify.stdout);
     assert.match(verify.lines.at(-1)?.message ?? '', /did not restore: age could not decrypt .*damaged, truncated or not an age file/);
+
+    // A restore of it fails in age (not in zstd or sqlite3, which see their input end early) and
+    // leaves no database behind.
+    const target = join(dir, 'cut.db');
+    const restore = await runJob(env({ JOB_MODE: 'restore', RESTORE_KEY: cutKey, DB_NAME: target, RESTORE_IDENTITY_FILE: keys[0]?.identityFile ?? '' }));
+    assert.equal(restore.code, EXIT_CODES.DUMP_FAILED.code, restore.stdout);
+    assert.match(restore.lines.at(-1)?.message ?? '', /age could not decrypt .*damaged, truncated or not an age file/);
+    assert.deepEqual((await readdir(dir)).filter((name) => name.startsWith('cut.db') || name.includes('partial')), [], 'no file, not even a partial one');
   });
 
   test('what `age -r` encrypted restores through the job', async (t) => {
