@@ -1,5 +1,6 @@
 // Facts about a dump, captured while it is taken, to compare a restore with: rows per table (SQL
-// engines) or keys per database (Redis). They travel as a small sidecar object `<key>.facts.json`,
+// engines) or keys per database (Redis). They travel as a small sidecar object `<key>.facts.json`
+// (`<key>.facts.json.age`, encrypted to the same recipients, beside an encrypted object),
 // written only after the backup object itself is complete (object metadata is too small for a
 // database of many tables). A backup whose sidecar could not be written is still a complete backup;
 // its later verification restores it and says that nothing could be compared.
@@ -16,8 +17,9 @@ import type { Config } from './config.ts';
 import type { Scrub } from './dump.ts';
 import type { DbConfig, DumpCommand } from './engines/types.ts';
 import { DumpError } from './errors.ts';
+import { createAgeDecryptor, ENCRYPTED_EXTENSION, startEncryptor, throughAge } from './pipeline/encrypt.ts';
 import type { Logger } from './log.ts';
-import { queryRunner, FACTS_SUFFIX } from './restore.ts';
+import { identityRequired, queryRunner, FACTS_SUFFIX } from './restore.ts';
 import { connection, COUNT_ROWS_SQL } from './restorers/postgresql.ts';
 import { RESTORERS } from './restorers/registry.ts';
 import { libpqCredentials } from './engines/postgresql.ts';
@@ -45,9 +47,10 @@ export type Facts = {
   rawBytes: number;
 };
 
-// The key of an object's facts.
+// The key of an object's facts. An encrypted object's facts are encrypted to the same recipients
+// (`.age` last, as on the object): table names and row counts say what the database holds.
 export function factsKey(key: string): string {
-  return `${key}${FACTS_SUFFIX}`;
+  return key.endsWith(ENCRYPTED_EXTENSION) ? `${key}${FACTS_SUFFIX}${ENCRYPTED_EXTENSION}` : `${key}${FACTS_SUFFIX}`;
 }
 
 // Facts being captured for one backup: `command` is the dump command to run (with the snapshot).
@@ -129,17 +132,49 @@ async function snapshotSession(config: Config, command: DumpCommand, context: { 
   };
 }
 
-// Writes the sidecar after the backup object is stored.
-export async function storeFacts(target: StorageTarget, key: string, facts: Facts, context: { log: Logger; signal: AbortSignal }): Promise<void> {
-  const body = Readable.from([Buffer.from(`${JSON.stringify(facts)}\n`)]);
-  await target.upload({ key: factsKey(key), body, signal: context.signal, contentType: 'application/json', metadata: { 'planb-run-id': facts.runId }, sizeHint: undefined, log: context.log });
+// Writes the sidecar after the backup object is stored; `encryption` seals it for an encrypted object.
+export async function storeFacts(
+  target: StorageTarget,
+  key: string,
+  facts: Facts,
+  context: { log: Logger; signal: AbortSignal; encryption: { recipients: readonly string[]; path: string } | undefined },
+): Promise<void> {
+  const json = Buffer.from(`${JSON.stringify(facts)}\n`);
+  const sealed = key.endsWith(ENCRYPTED_EXTENSION);
+  if (sealed && !context.encryption) throw new Error(`${key} is encrypted, but no recipients were given for its facts`);
+  const bytes = sealed && context.encryption ? await throughAge(startEncryptor(context.encryption.recipients, context.encryption.path), json) : json;
+  await target.upload({
+    key: factsKey(key), body: Readable.from([bytes]), signal: context.signal, contentType: sealed ? 'application/octet-stream' : 'application/json',
+    metadata: { 'planb-run-id': facts.runId }, sizeHint: undefined, log: context.log,
+  });
 }
 
-// Reads an object's facts; undefined when it has none.
-export async function loadFacts(target: StorageTarget, key: string, signal: AbortSignal): Promise<Facts | undefined> {
+// Reads an object's facts; undefined when it has none. An encrypted object's facts are opened with
+// `decrypt.identityFile`; a plain sidecar beside an encrypted object (as written before facts were
+// encrypted) is read as it is.
+export async function loadFacts(target: StorageTarget, key: string, context: { signal: AbortSignal; decrypt: { identityFile: string | undefined; path: string } }): Promise<Facts | undefined> {
+  const candidates = key.endsWith(ENCRYPTED_EXTENSION) ? [factsKey(key), `${key}${FACTS_SUFFIX}`] : [factsKey(key)];
+  for (const candidate of candidates) {
+    const stored = await download(target, candidate, context.signal);
+    if (stored === undefined) continue;
+    let bytes = stored;
+    if (candidate.endsWith(ENCRYPTED_EXTENSION)) {
+      const { identityFile, path } = context.decrypt;
+      if (identityFile === undefined) throw identityRequired(key);
+      bytes = await throughAge(createAgeDecryptor(identityFile, path), stored);
+    }
+    const facts = JSON.parse(bytes.toString('utf8')) as Facts;
+    if (facts.format !== 'planb-facts/1' || typeof facts.counts !== 'object') throw new DumpError(`${candidate} is not a Plan B facts file`, { kind: 'failed', stage: 'restore' });
+    return facts;
+  }
+  return undefined;
+}
+
+// A sidecar's bytes (at most MAX_FACTS_BYTES), or undefined when there is no such object.
+async function download(target: StorageTarget, key: string, signal: AbortSignal): Promise<Buffer | undefined> {
   let stream: Readable;
   try {
-    stream = await target.download(factsKey(key), signal);
+    stream = await target.download(key, signal);
   } catch (error) {
     if ((error as { kind?: unknown }).kind === 'missing') return undefined;
     throw error;
@@ -148,10 +183,8 @@ export async function loadFacts(target: StorageTarget, key: string, signal: Abor
   let bytes = 0;
   for await (const chunk of stream) {
     bytes += (chunk as Buffer).length;
-    if (bytes > MAX_FACTS_BYTES) throw new DumpError(`${factsKey(key)} is larger than ${MAX_FACTS_BYTES} bytes: not a facts file`, { kind: 'failed', stage: 'restore' });
+    if (bytes > MAX_FACTS_BYTES) throw new DumpError(`${key} is larger than ${MAX_FACTS_BYTES} bytes: not a facts file`, { kind: 'failed', stage: 'restore' });
     chunks.push(chunk as Buffer);
   }
-  const facts = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Facts;
-  if (facts.format !== 'planb-facts/1' || typeof facts.counts !== 'object') throw new DumpError(`${factsKey(key)} is not a Plan B facts file`, { kind: 'failed', stage: 'restore' });
-  return facts;
+  return Buffer.concat(chunks);
 }

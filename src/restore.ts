@@ -48,6 +48,11 @@ export function describeKey(key: string): { compression: Compression; format: Du
   return format === undefined ? undefined : { compression, format, encrypted };
 }
 
+// The configuration error of reading an encrypted object (or its facts) without RESTORE_IDENTITY_FILE.
+export function identityRequired(key: string): ConfigError {
+  return new ConfigError([`RESTORE_IDENTITY_FILE is required: ${key} is encrypted with age (give the file that holds one of its recipients' secret keys)`]);
+}
+
 // The newest backup of this database under BACKUP_PATH: keys end in a sortable run id.
 export async function latestKey(config: Config, target: StorageTarget, signal: AbortSignal): Promise<string> {
   const source = { ...config.db, name: config.job.restoreSource ?? config.db.name };
@@ -88,9 +93,7 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
     throw new ConfigError([`RESTORE_KEY: ${key} is not a ${db.type} backup (expected ${restorer.formats.map((f) => Object.entries(DUMP_FORMATS).find(([, v]) => v === f)?.[0]).join(' or ')}, optionally .zst or .gz, then .age)`]);
   }
   const { compression, format, encrypted } = described;
-  if (encrypted && request.identityFile === undefined) {
-    throw new ConfigError([`RESTORE_IDENTITY_FILE is required: ${key} is encrypted with age (give the file that holds one of its recipients' secret keys)`]);
-  }
+  if (encrypted && request.identityFile === undefined) throw identityRequired(key);
   if (!encrypted && request.identityFile !== undefined) log.warn({ key }, 'RESTORE_IDENTITY_FILE is set but the object is not encrypted (no .age suffix): it is read as it is');
   const path = request.toolEnv.PATH ?? '';
   const names = restorer.tools(db, format);

@@ -250,7 +250,8 @@ async function keepFacts(
     const facts: Facts = {
       format: 'planb-facts/1', runId: context.runId, dbType: config.db.type, capturedAt: context.now().toISOString(), consistency, unit: unitOf(config.db), counts, rawBytes: context.rawBytes,
     };
-    await storeFacts(target, key, facts, context);
+    const encryption = config.backup.encryption && { recipients: config.backup.encryption.recipients, path: config.toolEnv.PATH ?? '' };
+    await storeFacts(target, key, facts, { ...context, encryption });
     context.log.info({ key: factsKey(key), tables: Object.keys(counts).length, consistency }, 'facts stored beside the backup');
     return facts;
   } catch (error) {

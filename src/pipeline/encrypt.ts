@@ -144,6 +144,20 @@ function startAge(args: string[], path: string, direction: 'encrypt' | 'decrypt'
   };
 }
 
+// Runs a small buffer (a facts sidecar) through an age stage and returns all of its output once age
+// exited 0. The input is bounded by the caller, and age's output is within a few hundred bytes of it.
+export async function throughAge(age: AgeStage, input: Buffer): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const collected = (async () => {
+    for await (const chunk of age.stage) chunks.push(chunk as Buffer);
+  })();
+  age.stage.end(input);
+  const [output, exit] = await Promise.allSettled([collected, age.exited]);
+  // age's own failure is the cause; the stream's (a write to an age that had exited) follows from it.
+  if (exit.status === 'rejected') throw exit.reason;
+  if (output.status === 'rejected') throw output.reason;
+  return Buffer.concat(chunks);
+}
 
 // age's failure in words a person can act on; age's own line (`age: error: …`) follows.
 function ageFailure(direction: 'encrypt' | 'decrypt', code: number | null, signal: NodeJS.Signals | null, stderr: string): EncryptionError {

@@ -251,13 +251,30 @@ describe('the job restores and verifies encrypted objects with RESTORE_IDENTITY_
     if (!requireBinaries(t, ['age', 'age-keygen', 'zstd', 'sqlite3'])) return;
     const backup = await runJob(env({ BACKUP_FACTS: 'true', BACKUP_ENCRYPTION_RECIPIENTS: keys.map((k) => k.recipient).join(' ') }));
     assert.equal(backup.code, 0, backup.stdout);
-    key = (await readdir(join(dir, 'bucket'))).find((name) => name.endsWith('.sql.zst.age')) ?? '';
+    const stored = await readdir(join(dir, 'bucket'));
+    key = stored.find((name) => name.endsWith('.sql.zst.age')) ?? '';
     assert.ok(key, 'an encrypted object was stored');
+    // Its facts (table names, row counts) are sealed to the same recipients; nothing is stored in the clear.
+    assert.deepEqual(stored.filter((name) => name !== key).sort(), [`${key}.facts.json.age`]);
+    const sealedFacts = await readFile(join(dir, 'bucket', `${key}.facts.json.age`));
+    assert.ok(!sealedFacts.includes('visits'), 'no table name in the sealed facts');
+    for (const k of keys) {
+      const opened = JSON.parse(execFileSync('age', ['-d', '-i', k.identityFile], { input: sealedFacts }).toString()) as { counts: unknown };
+      assert.deepEqual(opened.counts, { orders: 2, visits: 250 });
+    }
 
     const verify = await runJob(env({ JOB_MODE: 'verify', RESTORE_KEY: 'latest', RESTORE_IDENTITY_FILE: keys[1]?.identityFile ?? '' }));
     assert.equal(verify.code, 0, verify.stdout);
     assert.deepEqual(verify.lines.find((line) => line.message.startsWith('verification passed'))?.counts, { orders: 2, visits: 250 });
     assert.match(String(verify.lines.find((line) => line.message === 'restore started')?.decrypt), /^age -d with identities from /);
+
+    // A plain sidecar, as earlier versions wrote beside an encrypted object, is still read.
+    await writeFile(join(dir, 'bucket', `${key}.facts.json`), execFileSync('age', ['-d', '-i', keys[0]?.identityFile ?? ''], { input: sealedFacts }));
+    await rm(join(dir, 'bucket', `${key}.facts.json.age`));
+    const older = await runJob(env({ JOB_MODE: 'verify', RESTORE_KEY: key, RESTORE_IDENTITY_FILE: keys[0]?.identityFile ?? '' }));
+    assert.equal(older.code, 0, older.stdout);
+    assert.deepEqual(older.lines.find((line) => line.message.startsWith('verification passed'))?.counts, { orders: 2, visits: 250 });
+    await rm(join(dir, 'bucket', `${key}.facts.json`));
 
     const target = join(dir, 'restored.db');
     const restore = await runJob(env({ JOB_MODE: 'restore', RESTORE_KEY: key, DB_NAME: target, RESTORE_IDENTITY_FILE: keys[0]?.identityFile ?? '' }));

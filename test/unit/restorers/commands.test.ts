@@ -95,6 +95,7 @@ describe('object keys', () => {
     assert.deepEqual(describeKey('sqlite-app-20261122T043300Z-3f9a1c2e.sql.zst.age'), { compression: 'zstd', format: 'sql', encrypted: true });
     assert.deepEqual(describeKey('postgresql-shop-20261122T043300Z-3f9a1c2e.dump.age'), { compression: 'none', format: 'custom', encrypted: true });
     assert.equal(describeKey('x.sql.zst.age.facts.json'), undefined);
+    assert.equal(describeKey('x.sql.zst.age.facts.json.age'), undefined);
     assert.equal(describeKey('notes.txt'), undefined);
     assert.equal(describeKey('x.dump.zst.facts.json'), undefined);
   });
