@@ -58,6 +58,11 @@ const SOCKET_IDLE_TIMEOUT_MS = 120_000;
 const CLEANUP_GRACE_MS = 5_000;
 
 const SSE_MODES = ['AES256', 'aws:kms', 'aws:kms:dsse'] as const;
+// The storage classes AWS S3 knows (the SDK's StorageClass); an S3-compatible store may name its own.
+const AWS_STORAGE_CLASSES = [
+  'STANDARD', 'STANDARD_IA', 'ONEZONE_IA', 'INTELLIGENT_TIERING', 'GLACIER_IR', 'GLACIER', 'DEEP_ARCHIVE', 'REDUCED_REDUNDANCY',
+  'EXPRESS_ONEZONE', 'OUTPOSTS', 'SNOW', 'FSX_ONTAP', 'FSX_OPENZFS', 'AWS_BACKUP_WARM', 'AWS_BACKUP_LOW_COST_WARM',
+] as const satisfies readonly StorageClass[];
 // STORAGE_RETAIN_MODE → S3's Object Lock mode.
 const LOCK_MODE = { governance: 'GOVERNANCE', compliance: 'COMPLIANCE' } as const;
 
@@ -71,7 +76,7 @@ const env = {
   STORAGE_S3_KMS_KEY_ID: str({ default: undefined, desc: 'KMS key for STORAGE_S3_SSE=aws:kms' }),
   // On by default: the key is unique per run anyway, and this makes S3 itself refuse to replace an object.
   STORAGE_S3_IF_NONE_MATCH: bool({ default: true, desc: 'send If-None-Match: * so that an existing object is never replaced' }),
-  // Passed to S3 as given (S3-compatible stores name their own classes); S3 refuses one it does not know.
+  // On AWS one of AWS_STORAGE_CLASSES; with STORAGE_ENDPOINT passed as given (S3-compatible stores name their own classes).
   STORAGE_CLASS: str<StorageClass>({ default: undefined, desc: 'storage class, e.g. STANDARD_IA; default: the bucket default' }),
   STORAGE_PART_SIZE: size({ default: undefined, desc: 'multipart part size; default: from BACKUP_EXPECTED_SIZE, else 8MiB' }),
   STORAGE_CONCURRENCY: count({ default: undefined, desc: 'parts uploaded at once; default: 2' }),
@@ -117,6 +122,10 @@ export function s3Options(common: CommonStorageSettings, settings: S3Settings): 
   if (concurrency === 0) problems.push('STORAGE_CONCURRENCY must be at least 1');
   if (common.region === undefined && common.endpoint === undefined && settings.AWS_REGION === undefined && settings.AWS_PROFILE === undefined) {
     problems.push('STORAGE_REGION is required for S3 on AWS (or AWS_REGION); an S3-compatible store needs STORAGE_ENDPOINT');
+  }
+  const storageClass = settings.STORAGE_CLASS;
+  if (storageClass !== undefined && common.endpoint === undefined && !(AWS_STORAGE_CLASSES as readonly string[]).includes(storageClass)) {
+    problems.push(`STORAGE_CLASS: "${storageClass}" is not an S3 storage class (${AWS_STORAGE_CLASSES.join(', ')})`);
   }
   const locked = common.retention !== undefined;
   const checksumSetting = settings.STORAGE_S3_CHECKSUM;

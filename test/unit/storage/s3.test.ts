@@ -104,6 +104,16 @@ describe('s3 settings', () => {
     });
   });
 
+  test('STORAGE_CLASS must be an S3 class on AWS; an S3-compatible store may name its own', () => {
+    assert.equal(s3Options(common, settingsFrom(s3, { STORAGE_CLASS: 'GLACIER_IR' })).storageClass, 'GLACIER_IR');
+    assert.throws(() => s3Options(common, settingsFrom(s3, { STORAGE_CLASS: 'standard-ia' })), (error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(error.problems.join('\n'), /^STORAGE_CLASS: "standard-ia" is not an S3 storage class \(STANDARD, STANDARD_IA, /);
+      return true;
+    });
+    assert.equal(s3Options({ ...common, endpoint: 'http://ceph:7480' }, settingsFrom(s3, { STORAGE_CLASS: 'COLD_HDD' })).storageClass, 'COLD_HDD');
+  });
+
   test('parts carry a CRC32 on AWS; with a custom endpoint only when STORAGE_S3_CHECKSUM=crc32', () => {
     assert.equal(s3Options(common, settingsFrom(s3, {})).checksum, 'CRC32');
     assert.equal(s3Options(common, settingsFrom(s3, { STORAGE_S3_CHECKSUM: 'none' })).checksum, undefined);
