@@ -6,9 +6,8 @@ import { ConfigError } from './errors.ts';
 import { redactValue } from './redact.ts';
 import { count, duration, durationUpTo, headerMap, httpUrl, list, nameList, size } from './config-specs.ts';
 import { parseRecipients } from './pipeline/encrypt.ts';
-import { ENGINES } from './engines/registry.ts';
-import { RESTORERS } from './restorers/registry.ts';
-import { DB_TYPES, TLS_MODES, type Compression, type DbConfig, type DbType, type DumpEngine } from './engines/types.ts';
+import { DB_TYPES, ENGINES } from './engines/registry.ts';
+import { TLS_MODES, type Compression, type DbConfig, type DbType, type DumpEngine } from './engines/types.ts';
 import { STORAGE_DRIVERS, STORAGE_TYPES, type StorageType } from './storage/registry.ts';
 import type { CommonStorageSettings } from './storage/types.ts';
 
@@ -342,7 +341,7 @@ function jobConfig(
   if (mode === 'restore' && dbType === 'etcd' && !base.RESTORE_DATA_DIR) {
     problems.push('RESTORE_DATA_DIR is required to restore etcd: the snapshot becomes a new member\'s data directory there (a running member cannot be loaded from outside)');
   }
-  const restorer = dbType && RESTORERS[dbType];
+  const restorer = dbType && ENGINES[dbType].restorer;
   if (restorer?.countUnsupported && (mode === 'verify' || base.BACKUP_VERIFY || base.BACKUP_FACTS)) {
     problems.push(`JOB_MODE=verify, BACKUP_VERIFY and BACKUP_FACTS are not available for ${dbType}: ${restorer.countUnsupported}`);
   }

@@ -15,17 +15,14 @@ import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import type { Config } from './config.ts';
 import type { Scrub } from './dump.ts';
-import type { DbConfig, DumpCommand } from './engines/types.ts';
+import type { Counts, DbConfig, DumpCommand } from './engines/types.ts';
 import { DumpError } from './errors.ts';
 import { createAgeDecryptor, ENCRYPTED_EXTENSION, startEncryptor, throughAge } from './pipeline/encrypt.ts';
 import type { Logger } from './log.ts';
 import { identityRequired, queryRunner, FACTS_SUFFIX } from './restore.ts';
-import { connection, COUNT_ROWS_SQL } from './restorers/postgresql.ts';
-import { RESTORERS } from './restorers/registry.ts';
-import { libpqCredentials } from './engines/postgresql.ts';
+import { parseCounts, requireTool } from './engines/counts.ts';
+import { connectionArgs, COUNT_ROWS_SQL, libpqCredentials } from './engines/postgresql.ts';
 import { ENGINES } from './engines/registry.ts';
-import { parseCounts, requireTool } from './restorers/tools.ts';
-import type { Counts } from './restorers/types.ts';
 import type { StorageTarget } from './storage/types.ts';
 
 // The sidecar of a database of 100,000 tables is ~5 MB; anything larger is not ours.
@@ -71,7 +68,7 @@ export async function captureFacts(config: Config, command: DumpCommand, context
   const { db } = config;
   if (db.type === 'postgresql' && !db.allDatabases) return snapshotSession(config, command, context);
   const query = queryRunner(db.type, config.toolEnv, context.log, context.scrub, context.signal);
-  const counts = await RESTORERS[db.type].count(db, { secretsDir: context.secretsDir, path: config.toolEnv.PATH ?? '', query });
+  const counts = await ENGINES[db.type].restorer.count(db, { secretsDir: context.secretsDir, path: config.toolEnv.PATH ?? '', query });
   return { command, counts: Promise.resolve({ counts, consistency: 'before-dump' }), close: () => Promise.resolve() };
 }
 
@@ -81,7 +78,7 @@ async function snapshotSession(config: Config, command: DumpCommand, context: { 
   const { db } = config;
   const psql = requireTool(['psql'], config.toolEnv.PATH ?? '', 'capture row counts in the dump\'s snapshot');
   const credentials = libpqCredentials(db, join(context.secretsDir, 'pgpass'));
-  const args = ['-X', '-A', '-t', '-q', '--set=ON_ERROR_STOP=1', ...connection(db, db.name)];
+  const args = ['-X', '-A', '-t', '-q', '--set=ON_ERROR_STOP=1', ...connectionArgs(db, db.name)];
   const child = spawn(psql, args, { env: { ...config.toolEnv, ...credentials.env, PGAPPNAME: 'planb-facts' }, stdio: ['pipe', 'pipe', 'pipe'], signal: context.signal });
   child.on('error', () => undefined); // reported through `exited`
   const stderr: string[] = [];

@@ -7,7 +7,6 @@ import { sendSummaryCallback } from './callback/send.ts';
 import type { Config, DatabaseSelection } from './config.ts';
 import type { Scrub } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
-import type { DumpEngine } from './engines/types.ts';
 import { messageOf, PlanBError } from './errors.ts';
 import { EXIT_CODES, exitNameFor, worstExitName } from './exit-codes.ts';
 import type { Logger } from './log.ts';
@@ -30,7 +29,7 @@ export function taskShare<T>(sorted: readonly T[], task: { index: number; count:
 export async function listDatabases(config: Config, selection: DatabaseSelection, options: { signal: AbortSignal; scrub: Scrub; log: Logger }): Promise<string[]> {
   let names = selection.names;
   if (names === '*') {
-    const engine: DumpEngine = ENGINES[config.db.type];
+    const engine = ENGINES[config.db.type];
     // config.ts refuses DB_NAMES=* for an engine that cannot list its databases.
     if (!engine.discover) throw new PlanBError('internal', `${config.db.type} cannot list its databases`);
     const probe = engine.discover({ ...config.db, name: undefined });

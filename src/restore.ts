@@ -12,15 +12,13 @@ import { createGunzip, createZstdDecompress } from 'node:zlib';
 import type { Config } from './config.ts';
 import { createSecretsDir, removeSecretsDir, startDump, toolVersion, writeCredentialFiles, type Scrub } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
-import type { Compression, DbConfig, DbType, DumpCommand, DumpEngine } from './engines/types.ts';
+import { DUMP_FORMATS, type Compression, type Counts, type DbConfig, type DbType, type DumpCommand, type DumpFormat, type RunQuery } from './engines/types.ts';
 import { ConfigError, DumpError, EncryptionError, StorageError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { finishRun, type RunContext, type RunOptions, startRun } from './outcome.ts';
 import { createAgeDecryptor, ENCRYPTED_EXTENSION } from './pipeline/encrypt.ts';
 import { createMeter } from './pipeline/meter.ts';
 import type { ObjectReport, RunReport } from './report.ts';
-import { RESTORERS } from './restorers/registry.ts';
-import { DUMP_FORMATS, type Counts, type DumpFormat, type RunQuery } from './restorers/types.ts';
 import { slug } from './run.ts';
 import type { StorageTarget } from './storage/types.ts';
 import { STORAGE_DRIVERS } from './storage/registry.ts';
@@ -88,7 +86,7 @@ export type RestoreResult = { object: Pick<ObjectReport, 'bytes' | 'sha256' | 'c
 export async function restoreObject(request: RestoreRequest): Promise<RestoreResult> {
   const { key, db, log, signal } = request;
   const described = describeKey(key);
-  const restorer = RESTORERS[db.type];
+  const restorer = ENGINES[db.type].restorer;
   if (!described || !(restorer.formats).includes(described.format)) {
     throw new ConfigError([`RESTORE_KEY: ${key} is not a ${db.type} backup (expected ${restorer.formats.map((f) => Object.entries(DUMP_FORMATS).find(([, v]) => v === f)?.[0]).join(' or ')}, optionally .zst or .gz, then .age)`]);
   }
@@ -99,7 +97,7 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
   const names = restorer.tools(db, format);
   const tool = names.length === 0 ? undefined : which(names, path);
   if (names.length > 0 && !tool) throw new DumpError(`none of ${names.join(', ')} is on PATH; this image cannot restore ${db.type}`, { kind: 'missing-tool', stage: 'restore' });
-  const version = tool ? await toolVersion(tool.file, request.toolEnv, (ENGINES[db.type] as DumpEngine).versionArgs) : 'none';
+  const version = tool ? await toolVersion(tool.file, request.toolEnv, ENGINES[db.type].versionArgs) : 'none';
 
   const secretsDir = await createSecretsDir(log);
   try {
@@ -167,7 +165,7 @@ async function intoTool(command: DumpCommand, stages: (Readable | Writable)[], r
   const { signal } = request;
   const tool = startDump(command, ENGINES[request.db.type], {
     baseEnv: request.toolEnv, signal, log: request.log, scrub: request.scrub, stdin: 'pipe', stdout: 'ignore', stage: 'restore',
-    errorLines: RESTORERS[request.db.type].errorLines?.(format),
+    errorLines: ENGINES[request.db.type].restorer.errorLines?.(format),
   });
   const exited = tool.exited.then(() => undefined, (error: unknown) => error as Error);
   try {
@@ -240,7 +238,7 @@ async function targetContents(config: Config, log: Logger, scrub: Scrub, signal:
   }
   const secretsDir = await createSecretsDir(log);
   try {
-    return await RESTORERS[db.type].count(db, { secretsDir, path: config.toolEnv.PATH ?? '', query: queryRunner(db.type, config.toolEnv, log, scrub, signal) });
+    return await ENGINES[db.type].restorer.count(db, { secretsDir, path: config.toolEnv.PATH ?? '', query: queryRunner(db.type, config.toolEnv, log, scrub, signal) });
   } catch (error) {
     if (error instanceof DumpError && error.kind === 'missing-tool') return 'unknown';
     throw error;

@@ -1,18 +1,18 @@
 // Throw-away servers for verification, started by the job itself from the server binaries in its own
 // image: a private temp dir (0700), no TCP listener (a unix socket inside that dir only), no password
-// (nothing else can reach the socket), removed with everything in it by stop().
+// (nothing else can reach the socket), removed with everything in it by stop(). Each engine file says
+// how its own server starts (its `scratch`); this module is what they share, and knows no engine.
 //
 // PostgreSQL and MariaDB refuse to run as root. When the job runs as root, the servers run as
 // VERIFY_RUN_AS (uid:gid), which owns the temp dir; without it the verification cannot run and says
 // so. The images run the job as a non-root user, where nothing changes user.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chown, mkdtemp, readFile, realpath, rm } from 'node:fs/promises';
+import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import type { DbConfig, DbType } from './engines/types.ts';
-import { credentials } from './engines/etcd.ts';
 import { VerifyUnavailableError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { TIMED_OUT, withTimeout } from './timeout.ts';
@@ -28,6 +28,7 @@ const STOP_TIMEOUT_MS = 15_000;
 // How much of a server's log is quoted when it fails.
 const LOG_TAIL_BYTES = 2_000;
 
+// Where and as whom the servers run: the tools' PATH, VERIFY_DIR, VERIFY_RUN_AS; and the run's logger.
 export type ScratchOptions = {
   path: string;
   parentDir: string | undefined;
@@ -46,9 +47,23 @@ export type Scratch = {
   logTail(): Promise<string>;
 };
 
-type Account = { uid: number; gid: number } | undefined;
+// The user a server runs as: undefined for the job's own.
+export type Account = { uid: number; gid: number } | undefined;
 
-function need(names: readonly string[], path: string): string {
+// What startScratch gives an engine's starter: the private dir, who runs the server there, its log file.
+export type ScratchSetup = { dir: string; who: Account; options: ScratchOptions; logFile: string; remove: () => Promise<void> };
+
+// How an engine's throw-away server starts; startScratch checks its binaries and makes its dir first.
+export type ScratchServer = {
+  // Binaries it needs on PATH; the first names the server when it refuses to run as root.
+  binaries: readonly string[];
+  // Nothing in it refuses root (sqlite has no server; etcd runs as root too): VERIFY_RUN_AS is not needed.
+  runsAsRoot?: true;
+  start(source: DbConfig, setup: ScratchSetup): Promise<Scratch> | Scratch;
+};
+
+// The first of `names` on `path`; a missing one means this image cannot verify.
+export function need(names: readonly string[], path: string): string {
   const found = which(names, path);
   if (!found) throw new VerifyUnavailableError(`cannot verify: none of ${names.join(', ')} is on PATH (the server binaries must be in the image)`);
   return found.file;
@@ -63,17 +78,19 @@ function account(options: ScratchOptions, server: string): Account {
   return options.runAs;
 }
 
-function base(type: DbType): DbConfig {
+// Settings with nothing set, for a throw-away server to fill in.
+export function base(type: DbType): DbConfig {
   return { type, host: undefined, port: undefined, name: undefined, username: undefined, password: undefined, tls: undefined, tlsCaFile: undefined, allDatabases: false, extraArgs: [], sqliteQuickCheck: false };
 }
 
-async function run(file: string, args: readonly string[], who: Account, cwd: string, what: string): Promise<void> {
+// Runs a setup command (initdb, mariadb-install-db) to its end; a failure means the host cannot verify.
+export async function run(file: string, args: readonly string[], who: Account, cwd: string, what: string): Promise<void> {
   const result = await execa(file, args, { cwd, env: { PATH: process.env.PATH ?? '', LC_ALL: 'C', HOME: cwd }, extendEnv: false, reject: false, all: true, timeout: INIT_TIMEOUT_MS, ...who });
   if (result.failed) throw new VerifyUnavailableError(`cannot verify: ${what} failed: ${result.shortMessage}\n${(result.all ?? '').slice(-LOG_TAIL_BYTES)}`);
 }
 
 // A server process whose output goes to a log file in its dir.
-function launch(file: string, args: readonly string[], who: Account, cwd: string, logFile: string): { child: ChildProcess; exited: Promise<number | null> } {
+export function launch(file: string, args: readonly string[], who: Account, cwd: string, logFile: string): { child: ChildProcess; exited: Promise<number | null> } {
   const child = spawn('/bin/sh', ['-c', 'exec "$0" "$@" >>"$PLANB_LOG" 2>&1', file, ...args], {
     cwd, env: { PATH: process.env.PATH ?? '', LC_ALL: 'C', HOME: cwd, PLANB_LOG: logFile }, stdio: 'ignore', ...who,
   });
@@ -84,11 +101,13 @@ function launch(file: string, args: readonly string[], who: Account, cwd: string
   return { child, exited };
 }
 
-async function tail(file: string): Promise<string> {
+// The end of a server's log, to quote when it fails.
+export async function tail(file: string): Promise<string> {
   const text = await readFile(file, 'utf8').catch(() => '');
   return text.slice(-LOG_TAIL_BYTES);
 }
 
+// Polls `probe` until the server answers; fails when it exits first or takes too long.
 async function waitReady(what: string, exited: Promise<number | null>, logFile: string, probe: () => Promise<boolean>): Promise<void> {
   let gone = false;
   void exited.then(() => (gone = true));
@@ -101,8 +120,8 @@ async function waitReady(what: string, exited: Promise<number | null>, logFile: 
   }
 }
 
-// Waits for a server started on data already in place; a server that never gets ready is killed.
-async function readyOrKilled(what: string, proc: ReturnType<typeof launch>, logFile: string, probe: () => Promise<boolean>): Promise<void> {
+// Waits until a started server answers `probe`; one that never gets ready is killed.
+export async function readyOrKilled(what: string, proc: ReturnType<typeof launch>, logFile: string, probe: () => Promise<boolean>): Promise<void> {
   try {
     await waitReady(what, proc.exited, logFile, probe);
   } catch (error) {
@@ -114,181 +133,28 @@ async function readyOrKilled(what: string, proc: ReturnType<typeof launch>, logF
 // The server stopped while starting: for Redis that is the RDB it was given, for others the host.
 export class ScratchExit extends VerifyUnavailableError {}
 
-async function stopProcess(proc: { child: ChildProcess; exited: Promise<number | null> } | undefined, signal: NodeJS.Signals): Promise<void> {
+// Signals a server to stop and waits for it; past STOP_TIMEOUT_MS it is killed.
+export async function stopProcess(proc: { child: ChildProcess; exited: Promise<number | null> } | undefined, signal: NodeJS.Signals): Promise<void> {
   if (!proc || proc.child.exitCode !== null || proc.child.signalCode !== null) return;
   proc.child.kill(signal);
   if ((await withTimeout(proc.exited, STOP_TIMEOUT_MS)) === TIMED_OUT) proc.child.kill('SIGKILL');
   await proc.exited;
 }
 
-// The binaries each type's throw-away server needs, or why there is none.
-const SERVERS = {
-  postgresql: ['initdb'],
-  mysql: ['mysqld', 'mariadbd'],
-  mariadb: ['mariadbd', 'mysqld'],
-  redis: ['redis-server'],
-  sqlite: ['sqlite3'],
-  etcd: ['etcd', 'etcdctl'],
-  mongodb: 'mongod and mongosh are not part of this image',
-  arangodb: 'the job starts no throw-away arangod',
-  cassandra: 'the job starts no throw-away Cassandra node',
-  mssql: 'the job starts no throw-away SQL Server',
-} as const satisfies Record<DbType, readonly string[] | string>;
-
-// Starts (or prepares) a throw-away server for `type`; DB_NAME and DB_ALL_DATABASES come from `source`.
-export async function startScratch(source: DbConfig, options: ScratchOptions): Promise<Scratch> {
+// Starts (or prepares) `server` for `source`'s type; DB_NAME and DB_ALL_DATABASES come from `source`.
+export async function startScratch(source: DbConfig, server: ScratchServer | string, options: ScratchOptions): Promise<Scratch> {
   const type = source.type;
-  const binaries = SERVERS[type];
-  if (typeof binaries === 'string') throw new VerifyUnavailableError(`cannot verify ${type}: ${binaries}`);
-  need(binaries, options.path);
-  // sqlite has no server; etcd runs as root too.
-  const who = type === 'sqlite' || type === 'etcd' ? undefined : account(options, binaries[0] ?? type);
+  if (typeof server === 'string') throw new VerifyUnavailableError(`cannot verify ${type}: ${server}`);
+  need(server.binaries, options.path);
+  const who = server.runsAsRoot ? undefined : account(options, server.binaries[0] ?? type);
   const dir = await mkdtemp(join(options.parentDir ?? tmpdir(), 'planb-verify-'));
   if (who) await chown(dir, who.uid, who.gid);
   const logFile = join(dir, 'server.log');
   const remove = () => rm(dir, { recursive: true, force: true, maxRetries: 3 });
   try {
-    switch (type) {
-      case 'sqlite':
-        return { db: { ...base(type), name: join(dir, 'verify.db') }, dir, start: () => Promise.resolve(), stop: remove, logTail: () => Promise.resolve('') };
-      case 'postgresql':
-        return await postgres(source, dir, who, options, logFile, remove);
-      case 'mysql':
-      case 'mariadb':
-        return await mariadb(source, dir, who, options, logFile, remove);
-      case 'redis':
-        return redis(dir, who, options, logFile, remove);
-      case 'etcd':
-        return etcd(source, dir, options, logFile, remove);
-      default:
-        throw new VerifyUnavailableError(`cannot verify ${type}: no throw-away server`);
-    }
+    return await server.start(source, { dir, who, options, logFile, remove });
   } catch (error) {
     await remove();
     throw error;
   }
-}
-
-async function postgres(source: DbConfig, dir: string, who: Account, options: ScratchOptions, logFile: string, remove: () => Promise<void>): Promise<Scratch> {
-  // initdb and postgres of one major live together (Debian: /usr/lib/postgresql/<major>/bin).
-  const binDir = dirname(await realpath(need(['initdb'], options.path)));
-  const data = join(dir, 'data');
-  await run(join(binDir, 'initdb'), [`--pgdata=${data}`, '--username=planb', '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'], who, dir, 'initdb');
-  const proc = launch(join(binDir, 'postgres'), [
-    '-D', data, '-p', '5432', '-c', "listen_addresses=", '-c', `unix_socket_directories=${dir}`,
-    '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'shared_buffers=32MB', '-c', 'max_connections=20',
-  ], who, dir, logFile);
-  const ready = async () => (await readFile(join(data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[7]?.trim() === 'ready';
-  try {
-    await waitReady('the throw-away postgres', proc.exited, logFile, ready);
-  } catch (error) {
-    await stopProcess(proc, 'SIGKILL');
-    throw error;
-  }
-  const db: DbConfig = { ...base('postgresql'), host: dir, port: 5432, username: 'planb', name: source.allDatabases ? undefined : (source.name ?? 'restored'), allDatabases: source.allDatabases };
-  if (!source.allDatabases) {
-    const psql = need(['psql'], options.path);
-    const created = await execa(psql, ['-X', '-q', '--no-password', `--host=${dir}`, '--port=5432', '--username=planb', '--dbname=postgres', '-c', `CREATE DATABASE "${(db.name ?? '').replaceAll('"', '""')}"`], { reject: false, env: { PATH: options.path }, extendEnv: false });
-    if (created.failed) {
-      await stopProcess(proc, 'SIGINT');
-      throw new VerifyUnavailableError(`cannot verify: creating the database in the throw-away postgres failed: ${created.stderr}`);
-    }
-  }
-  return {
-    db, dir, start: () => Promise.resolve(), logTail: () => tail(logFile),
-    stop: async () => {
-      await stopProcess(proc, 'SIGINT'); // SIGINT = PostgreSQL's fast shutdown
-      await remove();
-    },
-  };
-}
-
-async function mariadb(source: DbConfig, dir: string, who: Account, options: ScratchOptions, logFile: string, remove: () => Promise<void>): Promise<Scratch> {
-  const server = need(['mariadbd', 'mysqld'], options.path);
-  const install = need(['mariadb-install-db', 'mysql_install_db'], options.path);
-  const client = need(['mariadb', 'mysql'], options.path);
-  const data = join(dir, 'data');
-  const socket = join(dir, 'mysqld.sock');
-  // Small and fast: nothing of this server must survive a crash.
-  const tuning = ['--innodb-buffer-pool-size=64M', '--innodb-log-file-size=48M', '--innodb-doublewrite=0', '--innodb-flush-log-at-trx-commit=0', '--innodb-use-native-aio=0', '--character-set-server=utf8mb4'];
-  await run(install, ['--no-defaults', `--datadir=${data}`, '--auth-root-authentication-method=normal', '--skip-test-db', '--skip-name-resolve', `--tmpdir=${dir}`, ...tuning], who, dir, 'mariadb-install-db');
-  const proc = launch(server, ['--no-defaults', `--datadir=${data}`, '--skip-networking', `--socket=${socket}`, `--pid-file=${join(dir, 'mysqld.pid')}`, `--tmpdir=${dir}`, '--skip-name-resolve', ...tuning], who, dir, logFile);
-  const sql = (statement: string) => execa(client, ['--no-defaults', `--socket=${socket}`, '--user=root', '--batch', '-e', statement], { reject: false, env: { PATH: options.path }, extendEnv: false, timeout: 10_000 });
-  try {
-    await waitReady('the throw-away mariadbd', proc.exited, logFile, async () => (await sql('SELECT 1')).exitCode === 0);
-  } catch (error) {
-    await stopProcess(proc, 'SIGKILL');
-    throw error;
-  }
-  const db: DbConfig = { ...base(source.type), host: socket, username: 'root', name: source.allDatabases ? undefined : (source.name ?? 'restored'), allDatabases: source.allDatabases };
-  if (!source.allDatabases) {
-    const created = await sql(`CREATE DATABASE \`${(db.name ?? '').replaceAll('`', '``')}\``);
-    if (created.failed) {
-      await stopProcess(proc, 'SIGTERM');
-      throw new VerifyUnavailableError(`cannot verify: creating the database in the throw-away mariadbd failed: ${created.stderr}`);
-    }
-  }
-  return {
-    db, dir, start: () => Promise.resolve(), logTail: () => tail(logFile),
-    stop: async () => {
-      await stopProcess(proc, 'SIGTERM');
-      await remove();
-    },
-  };
-}
-
-function redis(dir: string, who: Account, options: ScratchOptions, logFile: string, remove: () => Promise<void>): Scratch {
-  const server = need(['redis-server'], options.path);
-  const cli = need(['redis-cli'], options.path);
-  const socket = join(dir, 'redis.sock');
-  let proc: ReturnType<typeof launch> | undefined;
-  return {
-    db: { ...base('redis'), host: socket },
-    dir,
-    logTail: () => tail(logFile),
-    start: async () => {
-      if (who) await chown(join(dir, 'dump.rdb'), who.uid, who.gid);
-      // port 0: no TCP at all; it loads dump.rdb from `dir` and never writes it back.
-      const args = ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir, '--dbfilename', 'dump.rdb', '--save', '', '--appendonly', 'no'];
-      proc = launch(server, args, who, dir, logFile);
-      await readyOrKilled('the throw-away redis-server', proc, logFile, async () => {
-        const answer = await execa(cli, ['-s', socket, 'PING'], { reject: false, env: { PATH: options.path }, extendEnv: false, timeout: 10_000 });
-        return answer.exitCode === 0 && answer.stdout.trim() === 'PONG';
-      });
-    },
-    stop: async () => {
-      await stopProcess(proc, 'SIGTERM');
-      await remove();
-    },
-  };
-}
-
-// etcd on the data directory the restore wrote into `dir`/data: client and peer traffic on unix
-// sockets inside `dir` (etcd's unix URLs name a file in its working directory, in host:port form).
-// The snapshot carries the source's users and auth setting: the source's credentials count its keys.
-function etcd(source: DbConfig, dir: string, options: ScratchOptions, logFile: string, remove: () => Promise<void>): Scratch {
-  const server = need(['etcd'], options.path);
-  const cli = need(['etcdctl'], options.path);
-  const client = 'client.sock:1';
-  const db: DbConfig = { ...base('etcd'), host: join(dir, client), username: source.username, password: source.password };
-  let proc: ReturnType<typeof launch> | undefined;
-  return {
-    db,
-    dir,
-    logTail: () => tail(logFile),
-    start: async () => {
-      // The restore names the member `default` (etcdutl's default); its peer URL is never dialled alone.
-      const args = ['--name=default', `--data-dir=${join(dir, 'data')}`, `--listen-client-urls=unix://${client}`, `--advertise-client-urls=unix://${client}`, '--listen-peer-urls=unix://peer.sock:2'];
-      proc = launch(server, args, undefined, dir, logFile);
-      await readyOrKilled('the throw-away etcd', proc, logFile, async () => {
-        const health = [`--endpoints=unix://${db.host ?? ''}`, '--dial-timeout=2s', 'endpoint', 'health'];
-        const answer = await execa(cli, health, { reject: false, env: { PATH: options.path, ...credentials(db) }, extendEnv: false, timeout: 10_000 });
-        return answer.exitCode === 0;
-      });
-    },
-    stop: async () => {
-      await stopProcess(proc, 'SIGTERM');
-      await remove();
-    },
-  };
 }

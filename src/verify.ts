@@ -13,8 +13,8 @@ import type { Logger } from './log.ts';
 import { finishRun, startRun, type RunOptions } from './outcome.ts';
 import type { ObjectReport, RunReport, VerificationReport } from './report.ts';
 import { latestKey, queryRunner, restoreObject, type RestoreResult } from './restore.ts';
-import { RESTORERS } from './restorers/registry.ts';
-import type { Counts } from './restorers/types.ts';
+import { ENGINES } from './engines/registry.ts';
+import type { Counts } from './engines/types.ts';
 import { ScratchExit, startScratch } from './scratch.ts';
 import { STORAGE_DRIVERS } from './storage/registry.ts';
 import type { StorageTarget } from './storage/types.ts';
@@ -53,7 +53,7 @@ export async function verifyObject(config: Config, request: VerifyRequest): Prom
   await checkRoom(config, rawBytes, request.storedBytes);
 
   const path = config.toolEnv.PATH ?? '';
-  const scratch = await startScratch(config.db, { path, parentDir: config.job.verifyDir, runAs: config.job.verifyRunAs, log });
+  const scratch = await startScratch(config.db, ENGINES[config.db.type].scratch, { path, parentDir: config.job.verifyDir, runAs: config.job.verifyRunAs, log });
   try {
     let restored: RestoreResult;
     try {
@@ -73,7 +73,7 @@ export async function verifyObject(config: Config, request: VerifyRequest): Prom
     const secretsDir = await createSecretsDir(log);
     let counts: Counts;
     try {
-      counts = await RESTORERS[config.db.type].count(scratch.db, { secretsDir, path, query: queryRunner(config.db.type, config.toolEnv, log, request.scrub, signal) });
+      counts = await ENGINES[config.db.type].restorer.count(scratch.db, { secretsDir, path, query: queryRunner(config.db.type, config.toolEnv, log, request.scrub, signal) });
     } finally {
       await removeSecretsDir(secretsDir, log);
     }

@@ -7,8 +7,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ENGINES } from '../../src/engines/registry.ts';
-import { DB_TYPES, type DbConfig, type DbType, type DumpEngine } from '../../src/engines/types.ts';
+import { DB_TYPES, ENGINES } from '../../src/engines/registry.ts';
+import type { DbConfig, DbType } from '../../src/engines/types.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const TEMPLATE_PATH = join(ROOT, 'Dockerfile.template');
@@ -166,7 +166,7 @@ export async function loadInputs(): Promise<{ matrix: Matrix; template: string; 
 // engine's dump tools for one database and for all databases, its restore tool, then the clients of
 // its probes (the database's size; the list of databases for DB_NAMES=*).
 export function requiredTools(dbType: DbType): string[][] {
-  const engine: DumpEngine = ENGINES[dbType];
+  const engine = ENGINES[dbType];
   const db = (allDatabases: boolean): DbConfig => ({
     type: dbType, host: undefined, port: undefined, name: undefined, username: undefined, password: undefined,
     tls: undefined, tlsCaFile: undefined, allDatabases, extraArgs: [], sqliteQuickCheck: true,
@@ -184,7 +184,7 @@ export function requiredTools(dbType: DbType): string[][] {
 
 // The argument that makes the engine's tools print their version (quoted for the shell).
 export function versionFlag(dbType: DbType): string {
-  const engine: DumpEngine = ENGINES[dbType];
+  const engine = ENGINES[dbType];
   const [flag = '--version'] = engine.versionArgs ?? [];
   return /^[A-Za-z0-9-]+$/.test(flag) ? flag : `'${flag}'`;
 }

@@ -3,6 +3,7 @@
 // streamed as a tar archive and removed with it. Restore: `tar -xf backup.tar -C dump` then
 // `arangorestore --input-directory dump` (add --create-database true for a new database).
 import { join } from 'node:path';
+import { backupOnly } from './backup-only.ts';
 import { lines, wholeNumber } from './answers.ts';
 import { streamSpool, tarEndCheck } from './spooled.ts';
 import type { DbConfig, DumpCommand, DumpEngine, Probe } from './types.ts';
@@ -51,6 +52,13 @@ function arangoshQuery<T>(db: DbConfig, what: string, database: string, script: 
 export const arangodb = {
   tools: () => ['arangodump'],
   restoreTool: 'arangorestore',
+  // Backups only: the job cannot restore or count these (configuration refuses those modes).
+  restorer: backupOnly(
+    'tar',
+    'arangorestore reads a directory: unpack the object with tar and run arangorestore --input-directory (docs/databases.md)',
+    'the job has no throw-away arangod to restore into (a server of 1 GiB or more, not started by the job)',
+  ),
+  scratch: 'the job starts no throw-away arangod',
   defaultPort: 8529,
   extension: () => '.tar',
 

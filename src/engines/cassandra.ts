@@ -6,6 +6,7 @@
 // files into the run's private directory; the directory is streamed as a tar archive and removed.
 // Restore: `cqlsh -f schema.cql`, then `COPY ks.table FROM 'table.csv' WITH HEADER = true` per table.
 import { join } from 'node:path';
+import { backupOnly } from './backup-only.ts';
 import type { DbConfig, DumpEngine, Probe, SpoolStep } from './types.ts';
 import { streamSpool, tarEndCheck } from './spooled.ts';
 import { unsafeValues } from './values.ts';
@@ -42,6 +43,13 @@ export function parseTableNames(stdout: string): string[] {
 export const cassandra = {
   tools: () => ['cqlsh'],
   restoreTool: 'cqlsh',
+  // Backups only: the job cannot restore or count these (configuration refuses those modes).
+  restorer: backupOnly(
+    'tar',
+    'a keyspace is restored table by table with cqlsh (the schema, then COPY … FROM per CSV file, docs/databases.md)',
+    'the job has no throw-away Cassandra node to restore into (a JVM of 1 GiB or more, not started by the job)',
+  ),
+  scratch: 'the job starts no throw-away Cassandra node',
   defaultPort: 9042,
   extension: () => '.tar',
 

@@ -4,8 +4,12 @@
 // Restore: `etcdutl snapshot restore backup.db --data-dir NEW` (etcd 3.4: `etcdctl snapshot restore`).
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { execa } from 'execa';
+import { DumpError } from '../errors.ts';
+import { base, launch, need, readyOrKilled, stopProcess, tail, type Scratch, type ScratchSetup } from '../scratch.ts';
+import { requireTool } from './counts.ts';
 import { streamSpool } from './spooled.ts';
-import type { CompletenessCheck, DbConfig, DumpCommand, DumpEngine } from './types.ts';
+import type { CompletenessCheck, Counts, DbConfig, DumpCommand, DumpEngine, Restorer } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // etcdctl applies its --command-timeout (5 s by default) to the whole snapshot transfer, which a
@@ -66,8 +70,44 @@ export function snapshotPath(secretsDir: string): string {
   return join(secretsDir, 'snapshot.db');
 }
 
+// `get "" --prefix --keys-only --limit=1 --write-out=json`: the header's `count` is every key.
+export function parseKeyCount(stdout: string): Counts {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(stdout);
+  } catch {
+    throw new DumpError(`could not read etcdctl's key count: ${stdout.slice(0, 200)}`, { kind: 'failed', stage: 'restore' });
+  }
+  // An empty keyspace answers without a count.
+  const count = (parsed as { count?: unknown }).count ?? 0;
+  if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0) throw new DumpError('etcdctl gave no key count', { kind: 'failed', stage: 'restore' });
+  return { keys: count };
+}
+
+// A snapshot is restored into a new member's data directory, never into a running member:
+// `etcdutl snapshot restore` (etcd 3.4: `etcdctl snapshot restore`) reads the file, checks the SHA-256
+// it ends with, and writes RESTORE_DATA_DIR, which must not exist yet. An etcd started on that
+// directory serves the keyspace. Counts are the keys of the whole keyspace.
+const restorer = {
+  formats: ['snapshot'],
+  input: 'file',
+  tools: () => ['etcdutl', 'etcdctl'],
+
+  command(db, { tool, dumpFile, into }) {
+    // DB_EXTRA_ARGS go to the restore (--name, --initial-cluster, … for a member of several).
+    return { file: tool, args: ['snapshot', 'restore', dumpFile ?? '', `--data-dir=${into ?? ''}`, ...db.extraArgs], env: { ETCDCTL_API: '3' }, files: [] };
+  },
+
+  async count(db, { path, query }) {
+    const tool = requireTool(['etcdctl'], path, 'count the keys of an etcd member');
+    return parseKeyCount(await query(etcdctl(db, tool, ['get', '', '--prefix', '--keys-only', '--limit=1', '--write-out=json'])));
+  },
+} satisfies Restorer;
+
 export const etcd = {
   tools: () => ['etcdctl'],
+  restorer,
+  scratch: { binaries: ['etcd', 'etcdctl'], runsAsRoot: true, start: startScratchServer },
   restoreTool: 'etcdutl',
   // etcdctl and etcdutl have a `version` command and no --version flag.
   versionArgs: ['version'],
@@ -139,6 +179,36 @@ export function snapshotHashCheck(): CompletenessCheck {
     verdict() {
       result ??= { reason: judge() };
       return result.reason;
+    },
+  };
+}
+
+// etcd on the data directory the restore wrote into `dir`/data: client and peer traffic on unix
+// sockets inside `dir` (etcd's unix URLs name a file in its working directory, in host:port form).
+// The snapshot carries the source's users and auth setting: the source's credentials count its keys.
+function startScratchServer(source: DbConfig, { dir, options, logFile, remove }: ScratchSetup): Scratch {
+  const server = need(['etcd'], options.path);
+  const cli = need(['etcdctl'], options.path);
+  const client = 'client.sock:1';
+  const db: DbConfig = { ...base('etcd'), host: join(dir, client), username: source.username, password: source.password };
+  let proc: ReturnType<typeof launch> | undefined;
+  return {
+    db,
+    dir,
+    logTail: () => tail(logFile),
+    start: async () => {
+      // The restore names the member `default` (etcdutl's default); its peer URL is never dialled alone.
+      const args = ['--name=default', `--data-dir=${join(dir, 'data')}`, `--listen-client-urls=unix://${client}`, `--advertise-client-urls=unix://${client}`, '--listen-peer-urls=unix://peer.sock:2'];
+      proc = launch(server, args, undefined, dir, logFile);
+      await readyOrKilled('the throw-away etcd', proc, logFile, async () => {
+        const health = [`--endpoints=unix://${db.host ?? ''}`, '--dial-timeout=2s', 'endpoint', 'health'];
+        const answer = await execa(cli, health, { reject: false, env: { PATH: options.path, ...credentials(db) }, extendEnv: false, timeout: 10_000 });
+        return answer.exitCode === 0;
+      });
+    },
+    stop: async () => {
+      await stopProcess(proc, 'SIGTERM');
+      await remove();
     },
   };
 }

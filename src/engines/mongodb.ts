@@ -1,9 +1,10 @@
 // DB_TYPE=mongodb: mongodump --archive to stdout; the password goes in a --config YAML file
 // (MongoDB Database Tools ≥ 100.3.0). Restore: `mongorestore --archive < backup.archive`.
 import { join } from 'node:path';
+import { DumpError } from '../errors.ts';
 import { edgeCheck, printable } from './marks.ts';
 import { lines, wholeNumber } from './answers.ts';
-import type { DbConfig, DumpCommand, DumpEngine, Probe } from './types.ts';
+import type { DbConfig, DumpCommand, DumpEngine, Probe, Restorer } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // An archive starts with its magic number (0x8199e26d, little-endian) and ends with a terminator.
@@ -61,9 +62,30 @@ function mongoshQuery<T>(db: DbConfig, what: string, script: string, parse: (std
   };
 }
 
+// mongorestore reads the `mongodump --archive` stream on stdin. Counts need mongosh, which the image
+// does not ship: configuration refuses them.
+const restorer = {
+  formats: ['archive'],
+  countUnsupported: 'the image has no mongod or mongosh',
+  tools: () => ['mongorestore'],
+
+  command(db, { secretsDir, tool, force }) {
+    const { args, files } = mongoConnection(db, join(secretsDir, 'mongorestore.yaml'));
+    const only = db.name && !db.allDatabases ? [`--nsInclude=${db.name}.*`] : [];
+    // --drop: replace collections the archive holds instead of failing on duplicate keys.
+    return { file: tool, args: [...args, ...only, ...(force ? ['--drop'] : []), ...db.extraArgs, '--archive'], env: {}, files };
+  },
+
+  count() {
+    return Promise.reject(new DumpError('counting mongodb collections needs mongosh, which this image does not ship', { kind: 'missing-tool', stage: 'restore' }));
+  },
+} satisfies Restorer;
+
 export const mongodb = {
   tools: () => ['mongodump'],
   restoreTool: 'mongorestore',
+  restorer,
+  scratch: 'mongod and mongosh are not part of this image',
   defaultPort: 27017,
   extension: () => '.archive',
 

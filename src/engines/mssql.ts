@@ -4,6 +4,7 @@
 // see at the same path (TMPDIR on a volume both containers mount, the server running as the same
 // uid); the job then streams the file and removes it. Restore: `RESTORE DATABASE [name] FROM DISK = N'…'`.
 import { join } from 'node:path';
+import { backupOnly } from './backup-only.ts';
 import { lines, wholeNumber } from './answers.ts';
 import { streamSpool } from './spooled.ts';
 import type { CompletenessCheck, DbConfig, DumpEngine, Probe } from './types.ts';
@@ -67,6 +68,13 @@ export function bakHeadCheck(): CompletenessCheck {
 export const mssql = {
   tools: () => ['sqlcmd'],
   restoreTool: 'sqlcmd',
+  // Backups only: the job cannot restore or count these (configuration refuses those modes).
+  restorer: backupOnly(
+    'bak',
+    'RESTORE DATABASE is run by the server on a file on its own disk: copy the object there and run it with sqlcmd (docs/databases.md)',
+    'the job has no throw-away SQL Server to restore into (sqlservr needs 2 GiB of memory and is not started by the job)',
+  ),
+  scratch: 'the job starts no throw-away SQL Server',
   defaultPort: 1433,
   extension: () => '.bak',
   // sqlcmd (ODBC) prints its version with -?; go-sqlcmd also knows --version.

@@ -1,8 +1,13 @@
 // DB_TYPE=mysql: mysqldump with a consistent InnoDB snapshot; mariadb.ts reuses this with its own tools.
+// Restored with the mysql/mariadb client; verification restores into a throw-away mariadbd or mysqld.
 import { basename, join } from 'node:path';
+import { execa } from 'execa';
+import { VerifyUnavailableError } from '../errors.ts';
+import { base, launch, need, readyOrKilled, run, stopProcess, tail, type Scratch, type ScratchSetup } from '../scratch.ts';
 import { lines, wholeNumber } from './answers.ts';
+import { parseCounts, quoteIdentifier, quoteLiteral, requireTool } from './counts.ts';
 import { edgeCheck } from './marks.ts';
-import type { DbConfig, DumpEngine, PreflightContext, PreflightProblem, Probe } from './types.ts';
+import type { DbConfig, DumpCommand, DumpEngine, PreflightContext, PreflightProblem, Probe, Restorer } from './types.ts';
 import { hasOption, unsafeValues } from './values.ts';
 
 // The tool's last comment on a complete dump (`-- Dump completed on <date>`, or without the date).
@@ -53,8 +58,65 @@ export function tlsArgs(db: DbConfig, mariadbClient: boolean): string[] {
   return [`--ssl-mode=${modes[db.tls]}`, ...ca];
 }
 
-// Builds the engine for one flavour; `tools` is what that flavour's image ships, best first.
-export function mysqlFamily(tools: readonly string[], mariadbClient: boolean): DumpEngine {
+// The client reading SQL on stdin (a restore) or running `extra`'s statement (a count).
+function clientCommand(db: DbConfig, secretsDir: string, tool: string, mariadbClient: boolean, extra: readonly string[]): DumpCommand {
+  const defaults = join(secretsDir, 'my.cnf');
+  const local = db.host?.startsWith('/') === true;
+  const args = [
+    // Must be the first option, or the tool ignores it.
+    `--defaults-extra-file=${defaults}`,
+    ...(db.host && !local ? [`--host=${db.host}`, '--protocol=TCP'] : []),
+    ...(local ? [`--socket=${db.host}`] : []),
+    ...(db.port && db.host && !local ? [`--port=${db.port}`] : []),
+    ...(db.username ? [`--user=${db.username}`] : []),
+    ...tlsArgs(db, mariadbClient || tool.includes('mariadb')),
+    '--default-character-set=utf8mb4',
+    ...extra,
+  ];
+  return { file: tool, args, env: {}, files: [{ path: defaults, content: optionFile(db) }] };
+}
+
+// One statement in batch mode: no headers, values unescaped.
+function clientQuery(db: DbConfig, secretsDir: string, tool: string, mariadbClient: boolean, sql: string): DumpCommand {
+  return clientCommand(db, secretsDir, tool, mariadbClient, ['--batch', '--skip-column-names', '--raw', '-e', sql]);
+}
+
+// The restorer for one flavour: the client reads the SQL dump on stdin. Counts are exact row counts
+// (COUNT(*)) of every base table, read in one consistent snapshot.
+function mysqlFamilyRestorer(clients: readonly string[], mariadbClient: boolean): Restorer {
+  return {
+    formats: ['sql'],
+    tools: () => clients,
+
+    command(db, { secretsDir, tool }) {
+      // --binary-mode: the dump's binary strings (and \0) go in as written. A dump of every database
+      // names its databases itself; a dump of one goes into DB_NAME, which must exist.
+      return clientCommand(db, secretsDir, tool, mariadbClient, ['--binary-mode', ...db.extraArgs, ...(db.allDatabases ? [] : ['--', db.name ?? ''])]);
+    },
+
+    async count(db, context) {
+      const tool = requireTool(clients, context.path, 'count the rows of a mysql/mariadb database');
+      const where = db.allDatabases
+        ? `table_schema NOT IN (${[...SYSTEM_DATABASES].map((schema) => quoteLiteral(schema)).join(', ')})`
+        : `table_schema = ${quoteLiteral(db.name ?? '', true)}`;
+      const listed = await context.query(clientQuery(db, context.secretsDir, tool, mariadbClient,
+        `SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND ${where} ORDER BY 1, 2`));
+      const tables = listed.split('\n').filter((line) => line !== '').map((line) => line.split('\t') as [string, string]);
+      if (tables.length === 0) return {};
+      const name = ([schema, table]: [string, string]) => (db.allDatabases ? `${schema}.${table}` : table);
+      const pairs = tables.map((table) => `${quoteLiteral(name(table), true)}, (SELECT COUNT(*) FROM ${quoteIdentifier(table[0], '`')}.${quoteIdentifier(table[1], '`')})`);
+      // One snapshot for every count: they describe one moment of the database.
+      const sql = `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; SELECT JSON_OBJECT(${pairs.join(', ')}); COMMIT;`;
+      return parseCounts(await context.query(clientQuery(db, context.secretsDir, tool, mariadbClient, sql)), 'table');
+    },
+  };
+}
+
+// What sets the two flavours apart: the binaries each one's image ships, best first.
+export type MysqlFlavour = { tools: readonly string[]; clients: readonly string[]; servers: readonly string[]; mariadbClient: boolean };
+
+// Builds the engine for one flavour: its dump tools, restore clients and servers.
+export function mysqlFamily({ tools, clients, servers, mariadbClient }: MysqlFlavour): DumpEngine {
   // One query through the command-line client, in batch mode: no headers, values unescaped.
   const query = <T>(db: DbConfig, what: string, sql: string, parse: (stdout: string) => T): Probe<T> => ({
     what,
@@ -76,6 +138,8 @@ export function mysqlFamily(tools: readonly string[], mariadbClient: boolean): D
   return {
     tools: () => tools,
     restoreTool: mariadbClient ? 'mariadb' : 'mysql',
+    restorer: mysqlFamilyRestorer(clients, mariadbClient),
+    scratch: { binaries: servers, start: startScratchServer },
     defaultPort: 3306,
     extension: () => '.sql',
 
@@ -193,4 +257,34 @@ function mysqlFamilyClassify(stderr: string): 'unreachable' | 'auth' | 'invalid'
   return 'failed';
 }
 
-export const mysql = mysqlFamily(['mysqldump'], false);
+export const mysql = mysqlFamily({ tools: ['mysqldump'], clients: ['mysql'], servers: ['mysqld', 'mariadbd'], mariadbClient: false });
+
+// A throw-away mariadbd (or mysqld) on a unix socket in `dir`, root without a password, with the database DB_NAME names.
+async function startScratchServer(source: DbConfig, { dir, who, options, logFile, remove }: ScratchSetup): Promise<Scratch> {
+  const server = need(['mariadbd', 'mysqld'], options.path);
+  const install = need(['mariadb-install-db', 'mysql_install_db'], options.path);
+  const client = need(['mariadb', 'mysql'], options.path);
+  const data = join(dir, 'data');
+  const socket = join(dir, 'mysqld.sock');
+  // Small and fast: nothing of this server must survive a crash.
+  const tuning = ['--innodb-buffer-pool-size=64M', '--innodb-log-file-size=48M', '--innodb-doublewrite=0', '--innodb-flush-log-at-trx-commit=0', '--innodb-use-native-aio=0', '--character-set-server=utf8mb4'];
+  await run(install, ['--no-defaults', `--datadir=${data}`, '--auth-root-authentication-method=normal', '--skip-test-db', '--skip-name-resolve', `--tmpdir=${dir}`, ...tuning], who, dir, 'mariadb-install-db');
+  const proc = launch(server, ['--no-defaults', `--datadir=${data}`, '--skip-networking', `--socket=${socket}`, `--pid-file=${join(dir, 'mysqld.pid')}`, `--tmpdir=${dir}`, '--skip-name-resolve', ...tuning], who, dir, logFile);
+  const sql = (statement: string) => execa(client, ['--no-defaults', `--socket=${socket}`, '--user=root', '--batch', '-e', statement], { reject: false, env: { PATH: options.path }, extendEnv: false, timeout: 10_000 });
+  await readyOrKilled('the throw-away mariadbd', proc, logFile, async () => (await sql('SELECT 1')).exitCode === 0);
+  const db: DbConfig = { ...base(source.type), host: socket, username: 'root', name: source.allDatabases ? undefined : (source.name ?? 'restored'), allDatabases: source.allDatabases };
+  if (!source.allDatabases) {
+    const created = await sql(`CREATE DATABASE \`${(db.name ?? '').replaceAll('`', '``')}\``);
+    if (created.failed) {
+      await stopProcess(proc, 'SIGTERM');
+      throw new VerifyUnavailableError(`cannot verify: creating the database in the throw-away mariadbd failed: ${created.stderr}`);
+    }
+  }
+  return {
+    db, dir, start: () => Promise.resolve(), logTail: () => tail(logFile),
+    stop: async () => {
+      await stopProcess(proc, 'SIGTERM');
+      await remove();
+    },
+  };
+}

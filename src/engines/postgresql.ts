@@ -1,8 +1,14 @@
 // DB_TYPE=postgresql (alias postgres): pg_dump in custom format, or pg_dumpall for every database.
-import { join } from 'node:path';
+// Restored with pg_restore or psql; verification restores into a throw-away cluster (initdb, then postgres on a unix socket).
+import { readFile, realpath } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { execa } from 'execa';
+import { VerifyUnavailableError } from '../errors.ts';
+import { base, launch, need, readyOrKilled, run, stopProcess, tail, type Scratch, type ScratchSetup } from '../scratch.ts';
 import { edgeCheck, printable, type CompletenessCheck } from './marks.ts';
 import { wholeNumber } from './answers.ts';
-import type { DbConfig, DumpCommand, DumpEngine, Probe } from './types.ts';
+import { parseCounts, requireTool } from './counts.ts';
+import type { DbConfig, DumpCommand, DumpEngine, Probe, Restorer } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // libpq reads a password file: one `host:port:db:user:password` line; `:` and `\` are escaped.
@@ -64,11 +70,7 @@ const MAINTENANCE_DATABASE = 'postgres';
 
 // How pg_dump and psql reach the server: the same flags, env and password file for both.
 function connection(db: DbConfig, secretsDir: string): Pick<DumpCommand, 'env' | 'files'> & { args: string[] } {
-  const args = ['--no-password'];
-  if (db.host) args.push(`--host=${db.host}`);
-  if (db.port) args.push(`--port=${db.port}`);
-  if (db.username) args.push(`--username=${db.username}`);
-  return { args, ...libpqCredentials(db, join(secretsDir, 'pgpass')) };
+  return { args: connectionArgs(db, undefined), ...libpqCredentials(db, join(secretsDir, 'pgpass')) };
 }
 
 // One query through psql: no psqlrc, unaligned tuples only, records separated by NUL (names may hold newlines).
@@ -84,9 +86,78 @@ function psqlQuery<T>(db: DbConfig, database: string, what: string, sql: string,
   };
 }
 
+// One row per ordinary table (partitions are tables; their parents hold no rows of their own), as one
+// JSON object on one line. query_to_xml counts each table in the statement's own snapshot.
+export const COUNT_ROWS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}') FROM (
+  SELECT format('%s.%s', n.nspname, c.relname) AS name,
+    (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+) t`;
+
+// Every database of the cluster but the templates, for a pg_dumpall target.
+const DATABASES_SQL = `SELECT coalesce(json_object_agg(datname, 1), '{}') FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'`;
+
+// The connection options of every libpq tool, with no password prompt.
+export function connectionArgs(db: DbConfig, database: string | undefined): string[] {
+  return [
+    '--no-password',
+    ...(db.host ? [`--host=${db.host}`] : []),
+    ...(db.port ? [`--port=${db.port}`] : []),
+    ...(db.username ? [`--username=${db.username}`] : []),
+    ...(database ? [`--dbname=${database}`] : []),
+  ];
+}
+
+// psql running one query and printing its bare result.
+function psqlCommand(db: DbConfig, secretsDir: string, tool: string, sql: string, database = db.name): DumpCommand {
+  return { file: tool, args: ['-X', '-A', '-t', '-q', '--set=ON_ERROR_STOP=1', ...connectionArgs(db, database ?? 'postgres'), '-c', sql], ...libpqCredentials(db, join(secretsDir, 'pgpass')) };
+}
+
+// pg_restore for a custom-format archive (one database), psql for pg_dumpall's plain SQL (every database).
+// Counts are exact row counts of every table outside the system schemas.
+const restorer = {
+  formats: ['custom', 'sql'],
+  tools: (_db, format) => (format === 'sql' ? ['psql'] : ['pg_restore']),
+
+  command(db, { secretsDir, tool, format, force, scratch }) {
+    const credentials = libpqCredentials(db, join(secretsDir, 'pgpass'));
+    if (format === 'sql') {
+      // pg_dumpall's script connects to each database itself (\connect); it starts from `postgres`.
+      // It drops and re-creates every role, including the one restoring it, which PostgreSQL refuses:
+      // so psql carries on after errors, and errorLines below decides which ones fail the restore.
+      return { file: tool, args: ['-X', '-q', ...connectionArgs(db, 'postgres'), ...db.extraArgs], ...credentials };
+    }
+    const args = [
+      ...connectionArgs(db, db.name),
+      // All or nothing: a failed restore leaves the target as it was.
+      '--single-transaction',
+      '--exit-on-error',
+      ...(force ? ['--clean', '--if-exists'] : []),
+      // The source's roles do not exist in a throw-away cluster.
+      ...(scratch ? ['--no-owner', '--no-privileges'] : []),
+      ...db.extraArgs,
+    ];
+    return { file: tool, args, ...credentials };
+  },
+
+  // The two errors a pg_dumpall script always meets on a live server: its own roles exist, and the
+  // restoring role cannot drop itself. Every other ERROR fails the restore.
+  errorLines: (format) => (format === 'sql' ? { match: /\b(ERROR|FATAL|PANIC):/, benign: /ERROR:\s+(current user cannot be dropped|role ".*" already exists)$/ } : undefined),
+
+  async count(db, { secretsDir, path, query }) {
+    const psql = requireTool(['psql'], path, 'count the rows of a postgresql database');
+    if (db.allDatabases) return parseCounts(await query(psqlCommand(db, secretsDir, psql, DATABASES_SQL, 'postgres')), 'database');
+    return parseCounts(await query(psqlCommand(db, secretsDir, psql, COUNT_ROWS_SQL)), 'table');
+  },
+} satisfies Restorer;
+
 export const postgresql = {
   tools: (db: DbConfig) => (db.allDatabases ? ['pg_dumpall'] : ['pg_dump']),
   restoreTool: 'pg_restore',
+  restorer,
+  scratch: { binaries: ['initdb'], start: startScratchServer },
   defaultPort: 5432,
   // Custom format for one database (restore with pg_restore); plain SQL for all (restore with psql).
   extension: (db: DbConfig) => (db.allDatabases ? '.sql' : '.dump'),
@@ -142,3 +213,33 @@ export const postgresql = {
 
   completeness: check,
 } satisfies DumpEngine;
+
+// A throw-away cluster: initdb, then postgres on a unix socket in `dir`, with the database DB_NAME names.
+async function startScratchServer(source: DbConfig, { dir, who, options, logFile, remove }: ScratchSetup): Promise<Scratch> {
+  // initdb and postgres of one major live together (Debian: /usr/lib/postgresql/<major>/bin).
+  const binDir = dirname(await realpath(need(['initdb'], options.path)));
+  const data = join(dir, 'data');
+  await run(join(binDir, 'initdb'), [`--pgdata=${data}`, '--username=planb', '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'], who, dir, 'initdb');
+  const proc = launch(join(binDir, 'postgres'), [
+    '-D', data, '-p', '5432', '-c', "listen_addresses=", '-c', `unix_socket_directories=${dir}`,
+    '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'shared_buffers=32MB', '-c', 'max_connections=20',
+  ], who, dir, logFile);
+  const ready = async () => (await readFile(join(data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[7]?.trim() === 'ready';
+  await readyOrKilled('the throw-away postgres', proc, logFile, ready);
+  const db: DbConfig = { ...base('postgresql'), host: dir, port: 5432, username: 'planb', name: source.allDatabases ? undefined : (source.name ?? 'restored'), allDatabases: source.allDatabases };
+  if (!source.allDatabases) {
+    const psql = need(['psql'], options.path);
+    const created = await execa(psql, ['-X', '-q', '--no-password', `--host=${dir}`, '--port=5432', '--username=planb', '--dbname=postgres', '-c', `CREATE DATABASE "${(db.name ?? '').replaceAll('"', '""')}"`], { reject: false, env: { PATH: options.path }, extendEnv: false });
+    if (created.failed) {
+      await stopProcess(proc, 'SIGINT');
+      throw new VerifyUnavailableError(`cannot verify: creating the database in the throw-away postgres failed: ${created.stderr}`);
+    }
+  }
+  return {
+    db, dir, start: () => Promise.resolve(), logTail: () => tail(logFile),
+    stop: async () => {
+      await stopProcess(proc, 'SIGINT'); // SIGINT = PostgreSQL's fast shutdown
+      await remove();
+    },
+  };
+}

@@ -1,7 +1,12 @@
 // DB_TYPE=redis: redis-cli --rdb streams the server's RDB snapshot (all databases) to stdout.
+import { chown } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { base, launch, need, readyOrKilled, stopProcess, tail, type Scratch, type ScratchSetup } from '../scratch.ts';
 import { rdbCheck } from './rdb.ts';
 import { lines, wholeNumber } from './answers.ts';
-import type { DbConfig, DumpEngine } from './types.ts';
+import { requireTool } from './counts.ts';
+import type { Counts, DbConfig, DumpCommand, DumpEngine, Restorer } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // How redis-cli reaches the server, for the dump and for INFO alike.
@@ -22,9 +27,51 @@ function authEnv(db: DbConfig): Record<string, string> {
   return db.password === undefined ? {} : { REDISCLI_AUTH: db.password };
 }
 
+// redis-cli against the server `db` names: TCP, or a unix socket when DB_HOST is a path.
+export function redisCli(db: DbConfig, tool: string, args: readonly string[]): DumpCommand {
+  const tls = db.tls && db.tls !== 'disable' && db.tls !== 'prefer';
+  const where = db.host?.startsWith('/') ? ['-s', db.host] : ['-h', db.host ?? '', '-p', String(db.port ?? 6379)];
+  return {
+    file: tool,
+    args: [
+      ...where,
+      ...(db.username ? ['--user', db.username] : []),
+      ...(tls ? ['--tls'] : []),
+      ...(tls && db.tls === 'require' ? ['--insecure'] : []),
+      ...(db.tlsCaFile ? ['--cacert', db.tlsCaFile] : []),
+      ...args,
+    ],
+    env: authEnv(db),
+    files: [],
+  };
+}
+
+// `db0:keys=3,expires=0,avg_ttl=0` lines of INFO keyspace → { db0: 3 }.
+export function parseKeyspace(info: string): Counts {
+  const counts: Counts = {};
+  for (const match of info.matchAll(/^(db\d+):keys=(\d+)/gm)) counts[match[1] ?? ''] = Number(match[2]);
+  return counts;
+}
+
+// An RDB snapshot is restored by placing it where a Redis server loads it at start-up (its
+// `dir`/`dbfilename`): a running server cannot be loaded from outside. restore.ts writes it to
+// RESTORE_RDB_PATH; verify starts a throw-away redis-server on it. Counts are keys per database.
+const restorer = {
+  formats: ['rdb'],
+  tools: () => [],
+  command: () => undefined,
+
+  async count(db, { path, query }) {
+    const tool = requireTool(['redis-cli'], path, 'count the keys of a redis server');
+    return parseKeyspace(await query(redisCli(db, tool, ['INFO', 'keyspace'])));
+  },
+} satisfies Restorer;
+
 export const redis = {
   tools: () => ['redis-cli'],
   restoreTool: 'redis-server',
+  restorer,
+  scratch: { binaries: ['redis-server'], start: startScratchServer },
   defaultPort: 6379,
   extension: () => '.rdb',
 
@@ -64,3 +111,30 @@ export const redis = {
 
   completeness: rdbCheck,
 } satisfies DumpEngine;
+
+// A throw-away redis-server on a unix socket in `dir`, started once the restore wrote dump.rdb there.
+function startScratchServer(_source: DbConfig, { dir, who, options, logFile, remove }: ScratchSetup): Scratch {
+  const server = need(['redis-server'], options.path);
+  const cli = need(['redis-cli'], options.path);
+  const socket = join(dir, 'redis.sock');
+  let proc: ReturnType<typeof launch> | undefined;
+  return {
+    db: { ...base('redis'), host: socket },
+    dir,
+    logTail: () => tail(logFile),
+    start: async () => {
+      if (who) await chown(join(dir, 'dump.rdb'), who.uid, who.gid);
+      // port 0: no TCP at all; it loads dump.rdb from `dir` and never writes it back.
+      const args = ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir, '--dbfilename', 'dump.rdb', '--save', '', '--appendonly', 'no'];
+      proc = launch(server, args, who, dir, logFile);
+      await readyOrKilled('the throw-away redis-server', proc, logFile, async () => {
+        const answer = await execa(cli, ['-s', socket, 'PING'], { reject: false, env: { PATH: options.path }, extendEnv: false, timeout: 10_000 });
+        return answer.exitCode === 0 && answer.stdout.trim() === 'PONG';
+      });
+    },
+    stop: async () => {
+      await stopProcess(proc, 'SIGTERM');
+      await remove();
+    },
+  };
+}

@@ -1,4 +1,4 @@
-// DB_TYPE → engine. Adding a type to DB_TYPES without a line here fails the type-check.
+// DB_TYPE → engine: one import and one entry per type. DB_TYPES and DbType are read from this map.
 import { arangodb } from './arangodb.ts';
 import { cassandra } from './cassandra.ts';
 import { etcd } from './etcd.ts';
@@ -9,6 +9,13 @@ import { mysql } from './mysql.ts';
 import { postgresql } from './postgresql.ts';
 import { redis } from './redis.ts';
 import { sqlite } from './sqlite.ts';
-import type { DbType, DumpEngine } from './types.ts';
+import type { DumpEngine } from './types.ts';
 
-export const ENGINES = { postgresql, mysql, mariadb, mongodb, redis, sqlite, etcd, arangodb, cassandra, mssql } as const satisfies Record<DbType, DumpEngine>;
+const engines = { postgresql, mysql, mariadb, mongodb, redis, sqlite, etcd, arangodb, cassandra, mssql } as const satisfies Record<string, DumpEngine>;
+
+// Canonical database types (`postgres` is accepted as an alias of `postgresql` in config.ts).
+export type DbType = keyof typeof engines;
+// Every engine, seen through what all of them provide.
+export const ENGINES: Readonly<Record<DbType, DumpEngine>> = engines;
+// The same, as a list for configuration choices and tests, in the order of ENGINES.
+export const DB_TYPES = Object.keys(ENGINES) as readonly DbType[];

@@ -3,9 +3,13 @@
 // (which on Cloud Run would count against memory). Restore: `sqlite3 new.db < backup.sql`.
 // The shell exits 0 even when it could not read the database (also with -bail): it writes its errors
 // into the dump as comments and ends it with ROLLBACK instead of COMMIT. Those marks decide.
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import { base, type Scratch, type ScratchSetup } from '../scratch.ts';
 import { lines, wholeNumber } from './answers.ts';
+import { parseCounts, quoteIdentifier, quoteLiteral, requireTool } from './counts.ts';
 import { edges, scanner, type CompletenessCheck } from './marks.ts';
-import type { DumpCommand, DumpEngine } from './types.ts';
+import type { DbConfig, DumpCommand, DumpEngine, Restorer } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // How long to wait for a writer's lock before giving up.
@@ -48,9 +52,41 @@ function shellArgs(extraArgs: readonly string[]): string[] {
   return ['-bail', '-readonly', '-cmd', `.timeout ${BUSY_TIMEOUT_MS}`, ...extraArgs];
 }
 
+// The shell running `sql` on `file`, stopping at the first error.
+function shell(tool: string, file: string, args: readonly string[], sql: string): DumpCommand {
+  return { file: tool, args: ['-bail', ...args, file, sql], env: {}, files: [] };
+}
+
+// The sqlite3 shell runs the `.dump` SQL into a new database file. The restore writes a temporary
+// file beside DB_NAME and moves it into place only when the whole script ran (restore.ts).
+const restorer = {
+  formats: ['sql'],
+  tools: () => ['sqlite3'],
+
+  command(db, { tool }) {
+    // -bail: the first failing statement stops the script with a non-zero exit.
+    return { file: tool, args: ['-bail', ...db.extraArgs, db.name ?? ''], env: {}, files: [] };
+  },
+
+  async count(db: DbConfig, { path, query }) {
+    const file = db.name ?? '';
+    // A missing file holds nothing (and sqlite3 -readonly would refuse it).
+    if (!(await access(file).then(() => true, () => false))) return {};
+    const tool = requireTool(['sqlite3'], path, 'count the rows of a sqlite database');
+    const listed = await query(shell(tool, file, ['-readonly', '-noheader', '-list'], "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"));
+    const tables = listed.split('\n').filter((line) => line !== '');
+    if (tables.length === 0) return {};
+    const pairs = tables.map((table) => `${quoteLiteral(table)}, (SELECT count(*) FROM ${quoteIdentifier(table, '"')})`);
+    // One statement, one read transaction: every count describes the same moment.
+    return parseCounts(await query(shell(tool, file, ['-readonly', '-noheader', '-list'], `SELECT json_object(${pairs.join(', ')})`)), 'table');
+  },
+} satisfies Restorer;
+
 export const sqlite = {
   tools: () => ['sqlite3'],
   restoreTool: 'sqlite3',
+  restorer,
+  scratch: { binaries: ['sqlite3'], runsAsRoot: true, start: startScratchServer },
   defaultPort: undefined,
   extension: () => '.sql',
 
@@ -104,3 +140,8 @@ export const sqlite = {
     return { kind: 'failed', message: `PRAGMA quick_check on ${path} failed: ${found || `exit code ${answer.exitCode}`}` };
   },
 } satisfies DumpEngine;
+
+// No server: verification restores into a new file in its private dir.
+function startScratchServer(_source: DbConfig, { dir, remove }: ScratchSetup): Scratch {
+  return { db: { ...base('sqlite'), name: join(dir, 'verify.db') }, dir, start: () => Promise.resolve(), stop: remove, logTail: () => Promise.resolve('') };
+}

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import { ENGINES } from '../../src/engines/registry.ts';
-import type { DbConfig, DumpEngine } from '../../src/engines/types.ts';
+import type { DbConfig } from '../../src/engines/types.ts';
 import { DumpError } from '../../src/errors.ts';
 import { runProbe } from '../../src/probe.ts';
 import { findBinary, requireBinaries } from '../support/require-binary.ts';
@@ -28,7 +28,7 @@ function probeOptions(db: DbConfig, path = process.env.PATH ?? '') {
 }
 
 async function discover(db: DbConfig, path?: string): Promise<string[]> {
-  const engine: DumpEngine = ENGINES[db.type];
+  const engine = ENGINES[db.type];
   assert.ok(engine.discover !== undefined);
   return runProbe(engine.discover(db), probeOptions(db, path));
 }

@@ -8,8 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DockerfileParser, type Dockerfile, type Instruction } from 'dockerfile-ast';
-import { ENGINES } from '../../../src/engines/registry.ts';
-import { DB_TYPES } from '../../../src/engines/types.ts';
+import { DB_TYPES, ENGINES } from '../../../src/engines/registry.ts';
 import {
   AGE_GLIBC,
   ROOT,

@@ -2,6 +2,7 @@
 // rule is pinned without a server (test/e2e/completeness.test.ts asks real ones).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { sqlite } from '../../../src/engines/sqlite.ts';
 import { ENGINES } from '../../../src/engines/registry.ts';
 import type { DbConfig, DumpCommand, PreflightContext, ToolAnswer } from '../../../src/engines/types.ts';
 
@@ -94,7 +95,7 @@ describe('mysql/mariadb privileges', () => {
 });
 
 describe('sqlite file and quick_check', () => {
-  const preflight = (config: DbConfig, ctx: PreflightContext) => ENGINES.sqlite.preflight(config, ctx);
+  const preflight = (config: DbConfig, ctx: PreflightContext) => sqlite.preflight(config, ctx);
   const header = Buffer.from('SQLite format 3\0', 'latin1');
   const sqliteDb = (overrides: Partial<DbConfig> = {}) => db({ type: 'sqlite', host: undefined, name: '/data/app.db', password: undefined, ...overrides });
 

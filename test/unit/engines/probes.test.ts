@@ -2,7 +2,13 @@
 // its dump command: these tests pin the argv, check that no secret is in it, and read sample answers.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { connectionUri } from '../../../src/engines/mongodb.ts';
+import { arangodb } from '../../../src/engines/arangodb.ts';
+import { cassandra } from '../../../src/engines/cassandra.ts';
+import { etcd } from '../../../src/engines/etcd.ts';
+import { connectionUri, mongodb } from '../../../src/engines/mongodb.ts';
+import { mssql } from '../../../src/engines/mssql.ts';
+import { postgresql } from '../../../src/engines/postgresql.ts';
+import { redis } from '../../../src/engines/redis.ts';
 import { ENGINES } from '../../../src/engines/registry.ts';
 import type { DbConfig, DumpCommand } from '../../../src/engines/types.ts';
 
@@ -23,7 +29,7 @@ function assertNoSecret(command: DumpCommand): void {
 
 describe('postgresql', () => {
   test('discovery asks pg_database through psql with the same PGPASSFILE as pg_dump, NUL-separated', () => {
-    const probe = ENGINES.postgresql.discover(db({ name: undefined }));
+    const probe = postgresql.discover(db({ name: undefined }));
     assert.deepEqual(probe.tools, ['psql']);
     const command = probe.command({ secretsDir: dir, tool: '/usr/bin/psql' });
     assert.deepEqual(command.args, [
@@ -89,8 +95,8 @@ describe('redis', () => {
   });
 
   test('has no discovery: one RDB snapshot holds every database', () => {
-    assert.equal('discover' in ENGINES.redis, false);
-    assert.match(ENGINES.redis.namesUnsupported, /same snapshot once per name/);
+    assert.equal('discover' in redis, false);
+    assert.match(redis.namesUnsupported, /same snapshot once per name/);
   });
 });
 
@@ -106,7 +112,7 @@ describe('sqlite', () => {
 describe('mongodb', () => {
   test('mongosh connects inside its script with a URI from the env, so the password is not in argv', () => {
     const config = db({ type: 'mongodb', port: 27017, name: undefined, tls: 'require', tlsCaFile: '/ca.pem' });
-    const probe = ENGINES.mongodb.discover(config);
+    const probe = mongodb.discover(config);
     const command = probe.command({ secretsDir: dir, tool: '/usr/bin/mongosh' });
     assert.deepEqual(command.args.slice(0, 4), ['--nodb', '--quiet', '--norc', '--eval']);
     assert.match(command.args[4] ?? '', /new Mongo\(process\.env\.PLANB_MONGODB_URI\).*listDatabases: 1, nameOnly: true, authorizedDatabases: true/);
@@ -133,7 +139,7 @@ describe('mongodb', () => {
 
 describe('etcd', () => {
   test('has no DB_NAMES: a snapshot holds the whole keyspace', () => {
-    assert.match(ENGINES.etcd.namesUnsupported, /whole keyspace/);
+    assert.match(etcd.namesUnsupported, /whole keyspace/);
     assert.equal('discover' in ENGINES.etcd, false);
   });
 
@@ -152,7 +158,7 @@ describe('etcd', () => {
 
 describe('arangodb', () => {
   test('discovery runs arangosh against _system with the password in its configuration file, _system left out', () => {
-    const probe = ENGINES.arangodb.discover(db({ type: 'arangodb', port: 8529 }));
+    const probe = arangodb.discover(db({ type: 'arangodb', port: 8529 }));
     assert.deepEqual(probe.tools, ['arangosh']);
     const command = probe.command({ secretsDir: dir, tool: '/usr/bin/arangosh' });
     assert.deepEqual(command.args, [
@@ -179,7 +185,7 @@ describe('cassandra', () => {
   const listing = (rows: string[]) => ` keyspace_name\n---------------\n${rows.map((row) => ` ${row}`).join('\n')}\n\n(${rows.length} rows)\n`;
 
   test('discovery lists system_schema.keyspaces through cqlsh, credentials in the cqlshrc, system keyspaces left out', () => {
-    const probe = ENGINES.cassandra.discover(db({ type: 'cassandra', port: 9042 }));
+    const probe = cassandra.discover(db({ type: 'cassandra', port: 9042 }));
     assert.deepEqual(probe.tools, ['cqlsh']);
     const command = probe.command({ secretsDir: dir, tool: '/usr/bin/cqlsh' });
     assert.deepEqual(command.args, [`--cqlshrc=${dir}/cqlshrc`, '--connect-timeout=30', '--request-timeout=120', '-e', 'SELECT keyspace_name FROM system_schema.keyspaces', 'db.internal', '9042']);
@@ -201,7 +207,7 @@ describe('cassandra', () => {
 
 describe('mssql', () => {
   test('discovery reads sys.databases without headers or counts, the password in SQLCMDPASSWORD', () => {
-    const probe = ENGINES.mssql.discover(db({ type: 'mssql', port: 1433 }));
+    const probe = mssql.discover(db({ type: 'mssql', port: 1433 }));
     assert.deepEqual(probe.tools, ['sqlcmd']);
     const command = probe.command({ secretsDir: dir, tool: '/opt/mssql-tools18/bin/sqlcmd' });
     assert.deepEqual(command.args, [

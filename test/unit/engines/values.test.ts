@@ -2,8 +2,8 @@
 // an option, a connection string or a second option-file line; messages never quote the value.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ENGINES } from '../../../src/engines/registry.ts';
-import { DB_TYPES, type DbConfig, type DbType } from '../../../src/engines/types.ts';
+import { DB_TYPES, ENGINES } from '../../../src/engines/registry.ts';
+import type { DbConfig, DbType } from '../../../src/engines/types.ts';
 
 
 function db(type: DbType, overrides: Partial<DbConfig>): DbConfig {

@@ -1,4 +1,5 @@
-// Shared by the restorers: finding a tool on PATH, and reading a one-line JSON answer of counts.
+// Shared by the engines' restorers: finding a tool on PATH, quoting SQL, and reading a one-line JSON
+// answer of counts.
 import { DumpError } from '../errors.ts';
 import { which } from '../which.ts';
 import type { Counts } from './types.ts';

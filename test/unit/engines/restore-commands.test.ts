@@ -4,12 +4,11 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { loadConfig } from '../../../src/config.ts';
 import { ConfigError } from '../../../src/errors.ts';
-import type { DbConfig } from '../../../src/engines/types.ts';
+import { parseKeyCount } from '../../../src/engines/etcd.ts';
+import { parseKeyspace } from '../../../src/engines/redis.ts';
+import { ENGINES } from '../../../src/engines/registry.ts';
+import type { DbConfig, RestoreContext } from '../../../src/engines/types.ts';
 import { describeKey } from '../../../src/restore.ts';
-import { RESTORERS } from '../../../src/restorers/registry.ts';
-import { parseKeyCount } from '../../../src/restorers/etcd.ts';
-import { parseKeyspace } from '../../../src/restorers/redis.ts';
-import type { RestoreContext } from '../../../src/restorers/types.ts';
 
 const SECRET = 'S3cr:et\\"pw';
 const dir = '/tmp/planb-abc123';
@@ -24,7 +23,7 @@ function db(overrides: Partial<DbConfig>): DbConfig {
 const context = (overrides: Partial<RestoreContext> = {}): RestoreContext => ({ secretsDir: dir, tool: '/usr/bin/tool', format: 'custom', force: false, scratch: false, ...overrides });
 
 function command(database: DbConfig, ctx: RestoreContext) {
-  const built = RESTORERS[database.type].command(database, ctx);
+  const built = ENGINES[database.type].restorer.command(database, ctx);
   assert.ok(built, 'a command');
   assert.ok(!built.args.join(' ').includes(SECRET), 'the password is not in argv');
   return built;
@@ -46,14 +45,14 @@ describe('restore commands', () => {
   test('a pg_dumpall script goes to psql on the postgres database, and only its two expected errors are benign', () => {
     const built = command(db({ allDatabases: true, name: undefined }), context({ format: 'sql' }));
     assert.deepEqual(built.args, ['-X', '-q', '--no-password', '--host=db.internal', '--port=5432', '--username=backup', '--dbname=postgres']);
-    const rule = RESTORERS.postgresql.errorLines?.('sql');
+    const rule = ENGINES.postgresql.restorer.errorLines?.('sql');
     assert.ok(rule);
     const failing = (line: string) => rule.match.test(line) && !rule.benign.test(line);
     assert.equal(failing('psql:<stdin>:14: ERROR:  current user cannot be dropped'), false);
     assert.equal(failing('psql:<stdin>:15: ERROR:  role "postgres" already exists'), false);
     assert.equal(failing('psql:<stdin>:90: ERROR:  relation "orders" already exists'), true);
     assert.equal(failing('NOTICE:  database "shop" does not exist, skipping'), false);
-    assert.equal(RESTORERS.postgresql.errorLines?.('custom'), undefined);
+    assert.equal(ENGINES.postgresql.restorer.errorLines?.('custom'), undefined);
   });
 
   test('mariadb reads the dump in binary mode into DB_NAME, the password in an option file given first', () => {
@@ -72,7 +71,7 @@ describe('restore commands', () => {
 
   test('sqlite runs the script with -bail into the given file; redis has no tool: the RDB is the restored file', () => {
     assert.deepEqual(command(db({ type: 'sqlite', name: '/data/.app.db.partial-1', host: undefined }), context({ format: 'sql', tool: 'sqlite3' })).args, ['-bail', '/data/.app.db.partial-1']);
-    assert.equal(RESTORERS.redis.command(db({ type: 'redis' }), context({ format: 'rdb' })), undefined);
+    assert.equal(ENGINES.redis.restorer.command(db({ type: 'redis' }), context({ format: 'rdb' })), undefined);
   });
 
   test('mongorestore reads the archive from stdin, limited to DB_NAME, the password in its --config file', () => {
@@ -109,8 +108,8 @@ describe('etcd restore', () => {
     );
     assert.deepEqual(built.args, ['snapshot', 'restore', `${dir}/dump.db`, '--data-dir=/var/lib/etcd/new', '--name=etcd-0']);
     assert.deepEqual(built.env, { ETCDCTL_API: '3' }, 'no credentials: the restore never talks to a server');
-    assert.equal(RESTORERS.etcd.input, 'file');
-    assert.deepEqual(RESTORERS.etcd.tools(db({ type: 'etcd' }), 'snapshot'), ['etcdutl', 'etcdctl']);
+    assert.equal(ENGINES.etcd.restorer.input, 'file');
+    assert.deepEqual(ENGINES.etcd.restorer.tools(db({ type: 'etcd' }), 'snapshot'), ['etcdutl', 'etcdctl']);
   });
 
   test('keys are counted from the count etcdctl reports for the whole keyspace', () => {
