@@ -1,4 +1,4 @@
-// Renders Dockerfile.template once per image listed in deploy/images/matrix.json into
+// Renders Dockerfile.template once per image listed in deploy/images/recipes.ts (each DB_TYPE's `images`) into
 // build/images/<name>/Dockerfile, then prints (or, with --build on a host with a Docker engine, runs)
 // the `docker buildx build` commands, multi-arch by default.
 //
@@ -9,10 +9,12 @@ import { isAbsolute, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DB_TYPES, ENGINES } from '../../src/engines/registry.ts';
 import type { DbConfig, DbType } from '../../src/engines/types.ts';
+import { RECIPES } from './recipes.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const TEMPLATE_PATH = join(ROOT, 'Dockerfile.template');
-export const MATRIX_PATH = join(ROOT, 'deploy/images/matrix.json');
+// Where the images are listed, for messages and the generated Dockerfiles' header.
+export const IMAGES_SOURCE = 'deploy/images/recipes.ts';
 export const DEFAULT_OUT_DIR = join(ROOT, 'build/images');
 // The build context: the bundle and nothing else (no node_modules, no sources, no secrets).
 export const BUILD_CONTEXT = 'dist';
@@ -45,9 +47,11 @@ const AGE_SOURCE: Record<Libc, { image: string; install: string; note: string }>
   musl: { image: 'alpine:3.22', install: 'apk add --no-cache age', note: "Alpine's age, built for musl" },
 };
 
-// One (DB_TYPE, version) image, as deploy/images/matrix.json lists it.
-export type ImageSpec = {
-  dbType: DbType;
+// What every image shares: its platforms, the job's numeric uid (not root) and the repository name prefix.
+export const IMAGE_DEFAULTS = { platforms: ['linux/amd64', 'linux/arm64'], user: 10001, repositoryPrefix: 'planb-backup-' };
+
+// One version of a DB_TYPE's image, as its entry in deploy/images/recipes.ts lists it.
+export type ImageVersion = {
   dbVersion: string;
   // The official image and tag, e.g. postgres:17-bookworm.
   base: string;
@@ -69,10 +73,14 @@ export type ImageSpec = {
   // Directories put in front of PATH (SQL Server ships sqlcmd in /opt/mssql-tools18/bin).
   path?: string[];
   platforms?: string[];
+  // Why the base is what it is, where that is not plain (required for a vendor registry or tools copied from another image).
   note?: string;
 };
 
-// The whole matrix file.
+// One (DB_TYPE, version) image.
+export type ImageSpec = ImageVersion & { dbType: DbType };
+
+// Every image, with what they share.
 export type Matrix = {
   defaults: { platforms: string[]; user: number; repositoryPrefix: string };
   images: ImageSpec[];
@@ -113,9 +121,8 @@ export function fullImageRef(image: string): string {
   return image.includes('/') ? `docker.io/${image}` : `docker.io/library/${image}`;
 }
 
-// Reads and checks the matrix; every problem is reported at once.
-export function parseMatrix(text: string): Matrix {
-  const matrix = JSON.parse(text) as Matrix;
+// Checks the image list; every problem is reported at once.
+export function checkMatrix(matrix: Matrix): Matrix {
   const problems: string[] = [];
   const names = new Set<string>();
   if (!Number.isInteger(matrix.defaults?.user) || matrix.defaults.user <= 0) problems.push('defaults.user must be a non-root numeric uid');
@@ -144,14 +151,19 @@ export function parseMatrix(text: string): Matrix {
     if (names.has(name)) problems.push(`${where}: ${name} is listed twice`);
     names.add(name);
   }
-  if (problems.length > 0) throw new Error(`invalid ${relative(ROOT, MATRIX_PATH)}:\n  - ${problems.join('\n  - ')}`);
+  if (problems.length > 0) throw new Error(`invalid images in ${IMAGES_SOURCE}:\n  - ${problems.join('\n  - ')}`);
   return matrix;
 }
 
-// The matrix, the template and the versions, read from the repository.
+// Every DB_TYPE's images from deploy/images/recipes.ts, in its order.
+export function listImages(): Matrix {
+  const images = Object.entries(RECIPES).flatMap(([dbType, recipe]) => recipe.images.map((version): ImageSpec => ({ dbType: dbType as DbType, ...version })));
+  return { defaults: IMAGE_DEFAULTS, images };
+}
+
+// The images, the template and the versions, read from the repository.
 export async function loadInputs(): Promise<{ matrix: Matrix; template: string; versions: Versions }> {
-  const [matrixText, template, packageText] = await Promise.all([
-    readFile(MATRIX_PATH, 'utf8'),
+  const [template, packageText] = await Promise.all([
     readFile(TEMPLATE_PATH, 'utf8'),
     readFile(join(ROOT, 'package.json'), 'utf8'),
   ]);
@@ -159,7 +171,7 @@ export async function loadInputs(): Promise<{ matrix: Matrix; template: string; 
   // The image ships the very Node the tests run on: the pinned `node` devDependency.
   const node = pkg.devDependencies?.node ?? '';
   if (!/^\d+\.\d+\.\d+$/.test(node)) throw new Error(`package.json devDependencies.node must pin an exact version, found "${node}"`);
-  return { matrix: parseMatrix(matrixText), template, versions: { planb: pkg.version, node } };
+  return { matrix: checkMatrix(listImages()), template, versions: { planb: pkg.version, node } };
 }
 
 // The tools the image must have, as groups of alternatives (any one of a group will do): the
@@ -204,7 +216,7 @@ function installCommand(manager: PackageManager, packages: readonly string[]): s
 // The template's placeholders and their values for one image.
 export function templateValues(spec: ImageSpec, versions: Versions, user: number): Record<string, string> {
   return {
-    GENERATED_FROM: `Rendered from Dockerfile.template and ${relative(ROOT, MATRIX_PATH)} by deploy/images/render.ts: edit those, not this file.`,
+    GENERATED_FROM: `Rendered from Dockerfile.template and ${IMAGES_SOURCE} by deploy/images/render.ts: edit those, not this file.`,
     IMAGE_NAME: imageName(spec),
     DB_TYPE: spec.dbType,
     DB_VERSION: spec.dbVersion,
@@ -219,7 +231,7 @@ export function templateValues(spec: ImageSpec, versions: Versions, user: number
     NODE_VERSION: versions.node,
     INSTALL_PACKAGES: installCommand(spec.packageManager, [...RUNTIME_PACKAGES[spec.packageManager], ...(spec.packages ?? [])]),
     VERIFY_TOOLS: requiredTools(spec.dbType).map((group) => `need ${versionFlag(spec.dbType)} ${group.join(' ')};`).join(' '),
-    TOOLS_STAGE: spec.toolsFrom ? `\n# The vendor's image, used only as the source of its client tools (see the matrix note).\nFROM ${spec.toolsFrom.image} AS tools` : '',
+    TOOLS_STAGE: spec.toolsFrom ? `\n# The vendor's image, used only as the source of its client tools (see the note on its image in recipes.ts).\nFROM ${spec.toolsFrom.image} AS tools` : '',
     TOOLS_COPY: spec.toolsFrom ? `COPY --from=tools ${spec.toolsFrom.paths.join(' ')} /usr/local/bin/` : '',
     EXTRA_ENV: spec.path ? `ENV PATH=${spec.path.join(':')}:$PATH` : '',
     UID: String(user),

@@ -22,6 +22,7 @@ import {
   buildArgv,
   dockerEngineAvailable,
   imageName,
+  nodeImage,
   loadInputs,
   renderImages,
   shellLine,
@@ -72,7 +73,7 @@ function recipeFor(spec: ImageSpec, names: Names, nodeVersion: string): Recipe {
   ];
   const inImage = (entrypoint: string, options: string[], args: string[]) => ['docker', 'run', '--rm', '--interactive', '--network', names.network, ...options, '--entrypoint', entrypoint, names.tag, ...args];
 
-  return RECIPES[spec.dbType]({ dbType: spec.dbType, names, nodeVersion, startTitle: `start the official database container (${official})`, server, inImage });
+  return RECIPES[spec.dbType].test({ dbType: spec.dbType, names, nodeImage: nodeImage(nodeVersion, 'glibc'), startTitle: `start the official database container (${official})`, server, inImage });
 }
 
 // The single object the backup stored, from `mc ls --recursive --json`; it must be zstd-compressed.

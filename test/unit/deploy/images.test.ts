@@ -16,7 +16,7 @@ import {
   fullImageRef,
   imageName,
   loadInputs,
-  parseMatrix,
+  checkMatrix,
   renderImages,
   renderTemplate,
   requiredTools,
@@ -91,9 +91,9 @@ describe('rendered Dockerfiles', () => {
       'postgresql-14', 'postgresql-15', 'postgresql-16', 'postgresql-17', 'mysql-8.0', 'mysql-8.4', 'mariadb-10.11', 'mariadb-11.4', 'mongodb-7.0', 'mongodb-8.0', 'redis-7.2', 'redis-7.4', 'sqlite-3',
       'etcd-3.5', 'arangodb-3.11', 'arangodb-3.12', 'cassandra-4.1', 'cassandra-5.0', 'mssql-2022',
     ]) {
-      assert.ok(names.includes(name), `${name} is missing from deploy/images/matrix.json`);
+      assert.ok(names.includes(name), `${name} is missing from deploy/images/recipes.ts`);
     }
-    for (const type of DB_TYPES) assert.ok(builds.some((build) => build.spec.dbType === type), `DB_TYPE=${type} has no image in deploy/images/matrix.json`);
+    for (const type of DB_TYPES) assert.ok(builds.some((build) => build.spec.dbType === type), `DB_TYPE=${type} has no image in deploy/images/recipes.ts`);
   });
 
   test('every rendered Dockerfile parses into known instructions with no placeholder left', async () => {
@@ -289,17 +289,17 @@ describe('rendered Dockerfiles', () => {
 
   test('the template refuses an unknown placeholder, and the matrix refuses an unpinned or unofficial-looking base', () => {
     assert.throws(() => renderTemplate('FROM {{NOPE}}\n', {}), /unknown placeholders: NOPE/);
-    const good = JSON.parse(JSON.stringify(matrix)) as Matrix;
-    assert.doesNotThrow(() => parseMatrix(JSON.stringify(good)));
+    const good = structuredClone(matrix);
+    assert.doesNotThrow(() => checkMatrix(good));
     const latest = structuredClone(good);
     (latest.images[0] as { base: string }).base = 'postgres:latest';
-    assert.throws(() => parseMatrix(JSON.stringify(latest)), /pin a version/);
+    assert.throws(() => checkMatrix(latest), /pin a version/);
     const untyped = structuredClone(good);
     (untyped.images[0] as { dbType: string }).dbType = 'oracle';
-    assert.throws(() => parseMatrix(JSON.stringify(untyped)), /dbType "oracle"/);
+    assert.throws(() => checkMatrix(untyped), /dbType "oracle"/);
     const twice = structuredClone(good);
     twice.images.push(structuredClone(twice.images[0] as (typeof twice.images)[number]));
-    assert.throws(() => parseMatrix(JSON.stringify(twice)), /listed twice/);
+    assert.throws(() => checkMatrix(twice), /listed twice/);
     assert.equal(imageName({ dbType: 'mariadb', dbVersion: '11.4' }), 'mariadb-11.4');
   });
 });
