@@ -4,9 +4,8 @@ import type { ScratchServer } from '../scratch.ts';
 import type { CompletenessCheck } from './marks.ts';
 import type { DbType } from './registry.ts';
 
-export type { DbType } from './registry.ts';
-
 export type { CompletenessCheck } from './marks.ts';
+export type { DbType } from './registry.ts';
 
 // The DB_* settings an engine turns into a dump command (see config.ts for where each comes from).
 export type DbConfig = {
