@@ -9,12 +9,12 @@ import { requireTool } from './counts.ts';
 import type { Counts, DbConfig, DumpCommand, DumpEngine, Restorer } from './types.ts';
 import { unsafeValues } from './values.ts';
 
-// How redis-cli reaches the server, for the dump and for INFO alike.
+// How redis-cli reaches the server `db` names, for the dump, INFO and the counts alike: TCP, or a
+// unix socket when DB_HOST is a path.
 function connectionArgs(db: DbConfig): string[] {
   const tls = db.tls && db.tls !== 'disable' && db.tls !== 'prefer';
   return [
-    '-h', db.host ?? '',
-    '-p', String(db.port ?? 6379),
+    ...(db.host?.startsWith('/') ? ['-s', db.host] : ['-h', db.host ?? '', '-p', String(db.port ?? 6379)]),
     ...(db.username ? ['--user', db.username] : []),
     ...(tls ? ['--tls'] : []),
     ...(tls && db.tls === 'require' ? ['--insecure'] : []),
@@ -27,23 +27,9 @@ function authEnv(db: DbConfig): Record<string, string> {
   return db.password === undefined ? {} : { REDISCLI_AUTH: db.password };
 }
 
-// redis-cli against the server `db` names: TCP, or a unix socket when DB_HOST is a path.
+// redis-cli against the server `db` names, running `args`.
 export function redisCli(db: DbConfig, tool: string, args: readonly string[]): DumpCommand {
-  const tls = db.tls && db.tls !== 'disable' && db.tls !== 'prefer';
-  const where = db.host?.startsWith('/') ? ['-s', db.host] : ['-h', db.host ?? '', '-p', String(db.port ?? 6379)];
-  return {
-    file: tool,
-    args: [
-      ...where,
-      ...(db.username ? ['--user', db.username] : []),
-      ...(tls ? ['--tls'] : []),
-      ...(tls && db.tls === 'require' ? ['--insecure'] : []),
-      ...(db.tlsCaFile ? ['--cacert', db.tlsCaFile] : []),
-      ...args,
-    ],
-    env: authEnv(db),
-    files: [],
-  };
+  return { file: tool, args: [...connectionArgs(db), ...args], env: authEnv(db), files: [] };
 }
 
 // `db0:keys=3,expires=0,avg_ttl=0` lines of INFO keyspace → { db0: 3 }.
@@ -84,8 +70,7 @@ export const redis = {
   },
 
   command(db, { tool }) {
-    const args = [...connectionArgs(db), ...(db.name ? ['-n', db.name] : []), ...db.extraArgs, '--rdb', '-'];
-    return { file: tool, args, env: authEnv(db), files: [] };
+    return redisCli(db, tool, [...(db.name ? ['-n', db.name] : []), ...db.extraArgs, '--rdb', '-']);
   },
 
   namesUnsupported: 'an RDB snapshot always holds every database, so DB_NAMES would store the same snapshot once per name; leave DB_NAME unset to back them all up',
@@ -95,7 +80,7 @@ export const redis = {
   size: (db) => ({
     what: 'INFO memory',
     tools: ['redis-cli'],
-    command: ({ tool }) => ({ file: tool, args: [...connectionArgs(db), 'INFO', 'memory'], env: authEnv(db), files: [] }),
+    command: ({ tool }) => redisCli(db, tool, ['INFO', 'memory']),
     parse(stdout) {
       const fields = new Map(lines(stdout).map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1)]));
       return wholeNumber(fields.get('used_memory_dataset') ?? fields.get('used_memory'));

@@ -136,6 +136,11 @@ describe('redis', () => {
     assertNoSecret(command.args);
   });
 
+  test('a DB_HOST that is a path reaches the server on its unix socket', () => {
+    const command = ENGINES.redis.command(db({ type: 'redis', host: '/run/redis/redis.sock', name: '1', username: undefined }), { secretsDir: dir, tool: 'redis-cli', compression: 'zstd' });
+    assert.deepEqual(command.args, ['-s', '/run/redis/redis.sock', '-n', '1', '--rdb', '-']);
+  });
+
   test('redis needs a host and takes only a numeric database index', () => {
     assert.deepEqual(ENGINES.redis.validate(db({ type: 'redis', name: '2' })), []);
     assert.equal(ENGINES.redis.validate(db({ type: 'redis', name: 'shop', host: undefined })).length, 2);
