@@ -150,16 +150,15 @@ export async function storeFacts(
 // `decrypt.identityFile`; a plain sidecar beside an encrypted object (as written before facts were
 // encrypted) is read as it is.
 export async function loadFacts(target: StorageTarget, key: string, context: { signal: AbortSignal; decrypt: { identityFile: string | undefined; path: string } }): Promise<Facts | undefined> {
-  const candidates = key.endsWith(ENCRYPTED_EXTENSION) ? [factsKey(key), `${key}${FACTS_SUFFIX}`] : [factsKey(key)];
+  const { identityFile, path } = context.decrypt;
+  const encrypted = key.endsWith(ENCRYPTED_EXTENSION);
+  // Refused before anything is read: the object itself cannot be restored without it either.
+  if (encrypted && identityFile === undefined) throw identityRequired(key);
+  const candidates = encrypted ? [factsKey(key), `${key}${FACTS_SUFFIX}`] : [factsKey(key)];
   for (const candidate of candidates) {
     const stored = await download(target, candidate, context.signal);
     if (stored === undefined) continue;
-    let bytes = stored;
-    if (candidate.endsWith(ENCRYPTED_EXTENSION)) {
-      const { identityFile, path } = context.decrypt;
-      if (identityFile === undefined) throw identityRequired(key);
-      bytes = await throughAge(createAgeDecryptor(identityFile, path), stored);
-    }
+    const bytes = candidate.endsWith(ENCRYPTED_EXTENSION) && identityFile !== undefined ? await throughAge(createAgeDecryptor(identityFile, path), stored) : stored;
     const facts = JSON.parse(bytes.toString('utf8')) as Facts;
     if (facts.format !== 'planb-facts/1' || typeof facts.counts !== 'object') throw new DumpError(`${candidate} is not a Plan B facts file`, { kind: 'failed', stage: 'restore' });
     return facts;
