@@ -254,6 +254,13 @@ describe('redis', () => {
       } finally {
         await restored.stop();
       }
+
+      // The same server through its unix socket: DB_HOST is the socket's path.
+      const overSocket = join(work, 'redis-socket');
+      const bySocket = await runJob({ DB_TYPE: 'redis', DB_HOST: source.socket, DB_PASSWORD: source.password, STORAGE_TYPE: 'local', STORAGE_BUCKET: overSocket });
+      assert.equal(bySocket.code, 0, bySocket.stdout);
+      assert.deepEqual(bySocket.lines.find((line) => line.message === 'backup started')?.args, ['-s', source.socket, '--rdb', '-']);
+      assert.equal((await storedDump(overSocket)).data.subarray(0, 5).toString(), 'REDIS', 'an RDB file');
     } finally {
       await source.stop();
     }

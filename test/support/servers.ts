@@ -79,6 +79,8 @@ export type MariadbServer = TestServer & {
 
 // A Redis with requirepass and no persistence of its own.
 export type RedisServer = TestServer & {
+  // Its unix socket (mode 0700, in tempDir), besides TCP on `port`.
+  readonly socket: string;
   // Runs redis-cli -e with the password in its env; returns stdout, rejects on an error reply.
   cli(...args: string[]): Promise<string>;
 };
@@ -540,6 +542,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     const dbfilename = options.dbfilename ?? 'dump.rdb';
     const logFile = join(tempDir, 'redis.log');
     const configFile = join(tempDir, 'redis.conf');
+    const socket = join(tempDir, 'redis.sock');
     const cli = async (...args: string[]): Promise<string> => {
       const result = await execa(redisCli, ['-e', '-h', HOST, '-p', String(port), ...args], {
         env: clientEnv({ REDISCLI_AUTH: password }), extendEnv: false, timeout: QUERY_TIMEOUT_MS,
@@ -556,7 +559,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     };
     const { proc, port } = await launchOnFreePort('redis-server', entry, logFile, (port) => {
       writePrivate(configFile, [
-        `bind ${HOST}`, `port ${port}`, 'protected-mode yes', `requirepass ${password}`,
+        `bind ${HOST}`, `port ${port}`, `unixsocket ${redisConfValue(socket)}`, 'unixsocketperm 700', 'protected-mode yes', `requirepass ${password}`,
         `dir ${redisConfValue(dataDir)}`, `dbfilename ${redisConfValue(dbfilename)}`,
         'save ""', 'appendonly no', 'daemonize no', 'logfile ""', '',
       ].join('\n'));
@@ -564,7 +567,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     }, probe);
     return {
       host: HOST, port, user, password, dataDir, tempDir, logFile, pid: proc.pid,
-      cli,
+      socket, cli,
       ...lifecycle(entry, proc, 'SIGTERM'),
     };
   });
