@@ -129,7 +129,8 @@ async function snapshotSession(config: Config, command: DumpCommand, context: { 
   };
 }
 
-// Writes the sidecar after the backup object is stored; `encryption` seals it for an encrypted object.
+// Writes the sidecar after the backup object is stored; `encryption` (the backup's, which made `key`
+// end in .age) seals it.
 export async function storeFacts(
   target: StorageTarget,
   key: string,
@@ -137,11 +138,10 @@ export async function storeFacts(
   context: { log: Logger; signal: AbortSignal; encryption: { recipients: readonly string[]; path: string } | undefined },
 ): Promise<void> {
   const json = Buffer.from(`${JSON.stringify(facts)}\n`);
-  const sealed = key.endsWith(ENCRYPTED_EXTENSION);
-  if (sealed && !context.encryption) throw new Error(`${key} is encrypted, but no recipients were given for its facts`);
-  const bytes = sealed && context.encryption ? await throughAge(startEncryptor(context.encryption.recipients, context.encryption.path), json) : json;
+  const { encryption } = context;
+  const bytes = encryption ? await throughAge(startEncryptor(encryption.recipients, encryption.path), json) : json;
   await target.upload({
-    key: factsKey(key), body: Readable.from([bytes]), signal: context.signal, contentType: sealed ? 'application/octet-stream' : 'application/json',
+    key: factsKey(key), body: Readable.from([bytes]), signal: context.signal, contentType: encryption ? 'application/octet-stream' : 'application/json',
     metadata: { 'planb-run-id': facts.runId }, sizeHint: undefined, log: context.log,
   });
 }

@@ -46,6 +46,11 @@ export function describeKey(key: string): { compression: Compression; format: Du
   return format === undefined ? undefined : { compression, format, encrypted };
 }
 
+// The key ending of a dump format (`.dump` for custom).
+function extensionOf(format: DumpFormat): string {
+  return Object.entries(DUMP_FORMATS).find(([, value]) => value === format)?.[0] ?? '';
+}
+
 // The configuration error of reading an encrypted object (or its facts) without RESTORE_IDENTITY_FILE.
 export function identityRequired(key: string): ConfigError {
   return new ConfigError([`RESTORE_IDENTITY_FILE is required: ${key} is encrypted with age (give the file that holds one of its recipients' secret keys)`]);
@@ -88,7 +93,7 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
   const described = describeKey(key);
   const restorer = ENGINES[db.type].restorer;
   if (!described || !(restorer.formats).includes(described.format)) {
-    throw new ConfigError([`RESTORE_KEY: ${key} is not a ${db.type} backup (expected ${restorer.formats.map((f) => Object.entries(DUMP_FORMATS).find(([, v]) => v === f)?.[0]).join(' or ')}, optionally .zst or .gz, then .age)`]);
+    throw new ConfigError([`RESTORE_KEY: ${key} is not a ${db.type} backup (expected ${restorer.formats.map(extensionOf).join(' or ')}, optionally .zst or .gz, then .age)`]);
   }
   const { compression, format, encrypted } = described;
   if (encrypted && request.identityFile === undefined) throw identityRequired(key);
@@ -106,7 +111,7 @@ export async function restoreObject(request: RestoreRequest): Promise<RestoreRes
     const temporary = fileTarget === undefined ? undefined : join(dirname(fileTarget), `.${basename(fileTarget)}.partial-${randomBytes(6).toString('hex')}`);
     const loadDb = db.type === 'sqlite' ? { ...db, name: temporary } : db;
     // A tool that reads the dump from disk gets it in the private directory, written in full first.
-    const dumpFile = restorer.input === 'file' ? join(secretsDir, `dump${Object.entries(DUMP_FORMATS).find(([, v]) => v === format)?.[0] ?? ''}`) : undefined;
+    const dumpFile = restorer.input === 'file' ? join(secretsDir, `dump${extensionOf(format)}`) : undefined;
     const command = tool
       ? restorer.command(loadDb, { secretsDir, tool: tool.file, format, force: request.force, scratch: request.scratch, dumpFile, into: request.dataDir })
       : undefined;

@@ -47,12 +47,12 @@ export type VerifyRequest = {
 export async function verifyObject(config: Config, request: VerifyRequest): Promise<{ verification: VerificationReport; restored: RestoreResult }> {
   const { log, signal } = request;
   const started = performance.now();
-  const facts = request.facts ?? (await loadFacts(request.target, request.key, { signal, decrypt: { identityFile: config.job.identityFile, path: config.toolEnv.PATH ?? '' } }));
+  const path = config.toolEnv.PATH ?? '';
+  const facts = request.facts ?? (await loadFacts(request.target, request.key, { signal, decrypt: { identityFile: config.job.identityFile, path } }));
   if (!facts) log.warn({ key: request.key }, 'no facts were captured when this object was dumped (BACKUP_FACTS): it is restored, but there is nothing to compare with');
   const rawBytes = facts?.rawBytes ?? request.storedBytes * ASSUMED_RATIO;
   await checkRoom(config, rawBytes, request.storedBytes);
 
-  const path = config.toolEnv.PATH ?? '';
   const scratch = await startScratch(config.db, ENGINES[config.db.type].scratch, { path, parentDir: config.job.verifyDir, runAs: config.job.verifyRunAs, log });
   try {
     let restored: RestoreResult;
