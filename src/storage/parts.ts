@@ -31,7 +31,7 @@ export type PartLimits = {
 };
 
 // How one upload is cut into parts, and what that costs.
-export type PartPlan = {
+type PartPlan = {
   partSize: number;
   concurrency: number;
   // The largest object this plan can store (the part count, and the store's object limit).

@@ -21,7 +21,6 @@ import { NETWORK_ERROR_CODES, rootCause } from './failure.ts';
 import { capacityGuard, cutParts, EXTRA_PART_BUFFERS, planParts, type CutStats, type PartLimits } from './parts.ts';
 import type { CommonStorageSettings, ListedObject, StorageDriver } from './types.ts';
 
-export { EXTRA_PART_BUFFERS } from './parts.ts';
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
@@ -102,8 +101,6 @@ export type S3Options = {
   concurrency: number | undefined;
   // The checksum every part and the commit carry, which the store verifies; undefined: none.
   checksum: 'CRC32' | undefined;
-  // STORAGE_RETAIN_DAYS is set: every object is written under Object Lock.
-  locked: boolean;
 };
 
 // Checks the combinations envalid cannot; throws a ConfigError naming every problem.
@@ -151,7 +148,6 @@ export function s3Options(common: CommonStorageSettings, settings: S3Settings): 
     // Many S3-compatible stores reject the newer checksum headers, so only AWS gets them by default.
     // Object Lock needs one whatever the endpoint.
     checksum: (checksumSetting ?? (common.endpoint === undefined || locked ? 'crc32' : 'none')) === 'crc32' ? 'CRC32' : undefined,
-    locked,
   };
 }
 
@@ -184,7 +180,7 @@ const NO_OBJECT_LOCK = /object lock/i;
 
 // Whether S3 refused a locked write because the bucket has no Object Lock: no retry will change that,
 // only the bucket's configuration, so it counts as 'denied' (exit 73) and names what to enable.
-export function missingObjectLock(error: unknown): boolean {
+function missingObjectLock(error: unknown): boolean {
   const failure = error as SdkError | undefined;
   return (failure?.name === 'InvalidRequest' || failure?.code === 'InvalidRequest') && NO_OBJECT_LOCK.test(failure?.message ?? '');
 }
@@ -237,15 +233,15 @@ export const s3 = {
   classify,
   open(common, settings) {
     const options = s3Options(common, settings);
-    // One client for reads, created on first use; reads are cancelled through each call's own signal.
+    // One client, created on first use; every call is cancelled through its own signal.
     let reader: Promise<{ sdk: Sdk; client: S3Client }> | undefined;
-    const readClient = () => (reader ??= loadSdk().then((sdk) => ({ sdk, client: createClient(sdk, options) })));
+    const sdkClient = () => (reader ??= loadSdk().then((sdk) => ({ sdk, client: createClient(sdk, options) })));
     const readFailure = (error: unknown, operation: string, where: string) =>
       error instanceof Error && error.name === 'AbortError' ? error : new StorageError(`s3 ${operation} of ${where} failed: ${describeFailure(error, operation, false, false)}`, classify(error), { cause: error });
     return {
       async download(key, signal) {
         const where = `s3://${options.bucket}/${key}`;
-        const { sdk, client } = await readClient();
+        const { sdk, client } = await sdkClient();
         try {
           const { Body } = await client.send(new sdk.GetObjectCommand({ Bucket: options.bucket, Key: key }), { abortSignal: signal });
           // In Node the SDK's body is the HTTP response itself: a Readable.
@@ -258,7 +254,7 @@ export const s3 = {
       },
 
       async list(prefix, signal) {
-        const { sdk, client } = await readClient();
+        const { sdk, client } = await sdkClient();
         const found: ListedObject[] = [];
         let token: string | undefined;
         try {
@@ -287,8 +283,8 @@ export const s3 = {
           { partSize: plan.partSize, concurrency: plan.concurrency, capacity: plan.capacity, bufferBytes: plan.bufferBytes, sizeHint },
           `s3 upload to ${where}: ${formatBytes(plan.partSize)} parts × ${plan.concurrency} at once, up to ${formatBytes(plan.capacity)}`,
         );
-        const sdk = await loadSdk();
-        const client = createClient(sdk, options);
+        // The reads' client: each call is cancelled through its own abortSignal, so nothing in it is per upload.
+        const { sdk, client } = await sdkClient();
         const { bucket: Bucket } = options;
         const checksum = options.checksum && { ChecksumAlgorithm: options.checksum };
         // On the commit: S3 answers 412 instead of replacing an object.
@@ -415,7 +411,6 @@ export const s3 = {
           else log.warn(context, `s3 cleanup did not finish within ${CLEANUP_GRACE_MS} ms; an incomplete multipart upload may remain until a lifecycle rule removes it`);
           throw rootCause(storageFailure ?? stop.signal.reason, body, signal, `s3 upload to ${where} failed`, 'other');
         }
-        client.destroy();
         const [fed, done] = outcome;
         // send() commits only after the feed ended cleanly, so a committed object holds the whole body.
         if (done.status === 'fulfilled') {
