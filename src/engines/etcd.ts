@@ -171,10 +171,18 @@ export function snapshotHashCheck(): CompletenessCheck {
     scope: 'stream',
     write(chunk) {
       total += chunk.length;
-      const joined = held.length === 0 ? chunk : Buffer.concat([held, chunk]);
-      const cut = Math.max(0, joined.length - SHA256_BYTES);
-      if (cut > 0) hash.update(joined.subarray(0, cut));
-      held = Buffer.from(joined.subarray(cut));
+      if (chunk.length < SHA256_BYTES) {
+        // A short chunk: join it to the held bytes (at most 63 bytes are copied).
+        const joined = Buffer.concat([held, chunk]);
+        const cut = Math.max(0, joined.length - SHA256_BYTES);
+        if (cut > 0) hash.update(joined.subarray(0, cut));
+        held = Buffer.from(joined.subarray(cut));
+        return;
+      }
+      // Everything held is followed by at least 32 new bytes, so it is hashed; the chunk is not copied.
+      if (held.length > 0) hash.update(held);
+      hash.update(chunk.subarray(0, chunk.length - SHA256_BYTES));
+      held = Buffer.from(chunk.subarray(chunk.length - SHA256_BYTES));
     },
     verdict() {
       result ??= { reason: judge() };

@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import { backupOnly } from './backup-only.ts';
 import { lines, wholeNumber } from './answers.ts';
+import { edgeCheck } from './marks.ts';
 import { streamSpool } from './spooled.ts';
 import type { CompletenessCheck, DbConfig, DumpEngine, Probe } from './types.ts';
 import { unsafeValues } from './values.ts';
@@ -55,14 +56,12 @@ const MTF_MAGIC = Buffer.from('TAPE', 'latin1');
 
 // The head mark of a SQL Server backup (the server's RESTORE VERIFYONLY has checked the rest).
 export function bakHeadCheck(): CompletenessCheck {
-  let head = Buffer.alloc(0);
-  return {
+  return edgeCheck({
     scope: 'head',
-    write(chunk) {
-      if (head.length < MTF_MAGIC.length) head = Buffer.concat([head, chunk.subarray(0, MTF_MAGIC.length - head.length)]);
-    },
-    verdict: () => (head.equals(MTF_MAGIC) ? undefined : `the backup does not start with the TAPE block of a SQL Server backup (it starts with ${JSON.stringify(head.toString('latin1'))})`),
-  };
+    head: MTF_MAGIC.length,
+    tail: 0,
+    judge: (head) => (head.equals(MTF_MAGIC) ? undefined : `the backup does not start with the TAPE block of a SQL Server backup (it starts with ${JSON.stringify(head.toString('latin1'))})`),
+  });
 }
 
 export const mssql = {

@@ -1,4 +1,5 @@
 // Shared by the engines whose tool writes to disk (see Spool in types.ts): how the spool is streamed.
+import { edges } from './marks.ts';
 import type { CompletenessCheck, Spool } from './types.ts';
 
 // The command that streams a spool: the file as it is, a directory as a tar archive of its contents.
@@ -12,17 +13,14 @@ const TAR_END = 2 * TAR_BLOCK;
 
 // The completeness mark of a tar stream: whole blocks, ending with the end-of-archive blocks.
 export function tarEndCheck(): CompletenessCheck {
-  let tail = Buffer.alloc(0);
-  let total = 0;
+  const seen = edges(0, TAR_END);
   return {
     scope: 'stream',
-    write(chunk) {
-      total += chunk.length;
-      tail = chunk.length >= TAR_END ? Buffer.from(chunk.subarray(chunk.length - TAR_END)) : Buffer.concat([tail, chunk]).subarray(-TAR_END);
-    },
+    write: (chunk) => seen.write(chunk),
     verdict() {
+      const total = seen.total();
       if (total < TAR_END || total % TAR_BLOCK !== 0) return `the tar archive is ${total} bytes, not whole 512-byte blocks ending with its end-of-archive blocks: truncated`;
-      if (tail.some((byte) => byte !== 0)) return 'the tar archive does not end with its end-of-archive blocks: truncated';
+      if (seen.tail().some((byte) => byte !== 0)) return 'the tar archive does not end with its end-of-archive blocks: truncated';
       return undefined;
     },
   };
