@@ -14,7 +14,7 @@ import { formatBytes } from './units.ts';
 
 // Less free space than this where the spool goes and the dump is not even tried: a snapshot of an
 // almost empty etcd is ~20 KiB, but filling a disk to its last MiB breaks more than this job.
-export const SPOOL_MIN_FREE_BYTES = 64 * 1024 * 1024;
+const SPOOL_MIN_FREE_BYTES = 64 * 1024 * 1024;
 // A step whose stdout feeds `then` prints a list of names; more than this is not a list.
 const STEP_OUTPUT_MAX_BYTES = 4 * 1024 * 1024;
 // A step may derive further steps; this bounds a chain that would never end.
@@ -30,7 +30,7 @@ export type SpoolOptions = {
 };
 
 // Free bytes for an unprivileged writer on the filesystem holding `dir`.
-export async function freeBytes(dir: string): Promise<number> {
+async function freeBytes(dir: string): Promise<number> {
   const stats = await statfs(dir);
   return stats.bavail * stats.bsize;
 }

@@ -7,7 +7,8 @@
 // Restore: `cqlsh -f schema.cql`, then `COPY ks.table FROM 'table.csv' WITH HEADER = true` per table.
 import { join } from 'node:path';
 import { backupOnly } from './backup-only.ts';
-import type { DbConfig, DumpEngine, Probe, SpoolStep } from './types.ts';
+import { quoteIdentifier, quoteLiteral } from './counts.ts';
+import { encrypts, type DbConfig, type DumpEngine, type Probe, type SpoolStep } from './types.ts';
 import { streamSpool, tarEndCheck } from './spooled.ts';
 import { unsafeValues } from './values.ts';
 
@@ -15,8 +16,7 @@ import { unsafeValues } from './values.ts';
 const CONNECT_TIMEOUT_SECONDS = '30';
 const REQUEST_TIMEOUT_SECONDS = '120';
 
-const quoteName = (name: string): string => `"${name.replaceAll('"', '""')}"`;
-const quoteString = (text: string): string => `'${text.replaceAll("'", "''")}'`;
+const quoteName = (name: string): string => quoteIdentifier(name, '"');
 
 // Cassandra table names are letters, digits and underscores (at most 222); they become file names in the spool.
 const TABLE_NAME = /^\w{1,222}$/;
@@ -69,13 +69,13 @@ export const cassandra = {
     const path = join(secretsDir, 'dump');
     const keyspace = db.name ?? '';
     const cqlsh = (statement: string, extra: Partial<SpoolStep> = {}): SpoolStep => ({ ...cqlshCommand(db, tool, cqlshrc, statement, db.extraArgs), ...extra });
-    const copy = (table: string) => cqlsh(`COPY ${quoteName(keyspace)}.${quoteName(table)} TO ${quoteString(join(path, `${table}.csv`))} WITH HEADER = true`);
+    const copy = (table: string) => cqlsh(`COPY ${quoteName(keyspace)}.${quoteName(table)} TO ${quoteLiteral(join(path, `${table}.csv`))} WITH HEADER = true`);
     const spool = {
       path,
       kind: 'directory',
       steps: [
         cqlsh(`DESCRIBE KEYSPACE ${quoteName(keyspace)}`, { stdoutTo: join(path, 'schema.cql') }),
-        cqlsh(`SELECT table_name FROM system_schema.tables WHERE keyspace_name = ${quoteString(keyspace)}`, {
+        cqlsh(`SELECT table_name FROM system_schema.tables WHERE keyspace_name = ${quoteLiteral(keyspace)}`, {
           then: (stdout: string) => parseTableNames(stdout).map(copy),
         }),
       ],
@@ -93,7 +93,7 @@ export const cassandra = {
     cqlshQuery(
       db,
       'system.size_estimates',
-      `SELECT mean_partition_size, partitions_count FROM system.size_estimates WHERE keyspace_name = ${quoteString(db.name ?? '')}`,
+      `SELECT mean_partition_size, partitions_count FROM system.size_estimates WHERE keyspace_name = ${quoteLiteral(db.name ?? '')}`,
       parseSizeEstimates,
     ),
 
@@ -109,7 +109,7 @@ export const cassandra = {
 
 // cqlsh running one statement against the node `db` names; credentials in the cqlshrc.
 function cqlshCommand(db: DbConfig, tool: string, cqlshrc: string, statement: string, extraArgs: readonly string[]): SpoolStep {
-  const tls = db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
+  const tls = encrypts(db);
   return {
     file: tool,
     args: [
@@ -138,7 +138,7 @@ function cqlshQuery<T>(db: DbConfig, what: string, statement: string, parse: (st
 }
 
 // The rows `mean_partition_size | partitions_count` of system.size_estimates, summed as bytes.
-export function parseSizeEstimates(stdout: string): number {
+function parseSizeEstimates(stdout: string): number {
   const rows = stdout.split('\n').map((line) => /^\s*(\d+)\s*\|\s*(\d+)\s*$/.exec(line)).filter((match) => match !== null);
   if (!/\(\d+ rows?\)/.test(stdout)) throw new Error(`cqlsh's size estimates were not understood: ${JSON.stringify(stdout.slice(0, 200))}`);
   return rows.reduce((total, match) => total + Number(match[1]) * Number(match[2]), 0);
@@ -149,7 +149,7 @@ function cqlshrcFile(db: DbConfig): string {
   const lines = ['[authentication]'];
   if (db.username !== undefined) lines.push(`username = ${db.username}`);
   if (db.password !== undefined) lines.push(`password = ${db.password}`);
-  if (db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer') {
+  if (encrypts(db)) {
     lines.push('[ssl]', `validate = ${db.tls === 'require' ? 'false' : 'true'}`, ...(db.tlsCaFile ? [`certfile = ${db.tlsCaFile}`] : []));
   }
   return `${lines.join('\n')}\n`;

@@ -9,7 +9,7 @@ import { DumpError } from '../errors.ts';
 import { base, launch, need, readyOrKilled, stopProcess, tail, type Scratch, type ScratchSetup } from '../scratch.ts';
 import { requireTool } from './counts.ts';
 import { streamSpool } from './spooled.ts';
-import type { CompletenessCheck, Counts, DbConfig, DumpCommand, DumpEngine, Restorer } from './types.ts';
+import { encrypts, type CompletenessCheck, type Counts, type DbConfig, type DumpCommand, type DumpEngine, type Restorer } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // etcdctl applies its --command-timeout (5 s by default) to the whole snapshot transfer, which a
@@ -22,17 +22,17 @@ const SHA256_BYTES = 32;
 // bbolt writes whole pages: without the hash, a snapshot is a multiple of this.
 const HASHED_SIZE_MODULUS = 512;
 
-export function endpoint(db: DbConfig): string {
+function endpoint(db: DbConfig): string {
   // A socket path (a throw-away member of the job's own): etcd's unix URLs name a file, host:port form.
   if (db.host?.startsWith('/')) return `unix://${db.host}`;
-  const tls = db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
+  const tls = encrypts(db);
   const host = db.host?.includes(':') ? `[${db.host}]` : (db.host ?? '');
   return `${tls ? 'https' : 'http'}://${host}:${db.port ?? 2379}`;
 }
 
 // etcdctl reads every flag from ETCDCTL_<FLAG> too: the user and password never appear in argv.
 // ETCDCTL_API=3 makes etcd 3.4's etcdctl speak the v3 API (3.5 does by default).
-export function credentials(db: DbConfig): Record<string, string> {
+function credentials(db: DbConfig): Record<string, string> {
   return {
     ETCDCTL_API: '3',
     ...(db.username !== undefined && { ETCDCTL_USER: db.username }),
@@ -41,8 +41,8 @@ export function credentials(db: DbConfig): Record<string, string> {
 }
 
 // A short etcdctl request against the member `db` names (DB_HOST may be a unix:// socket path).
-export function etcdctl(db: DbConfig, tool: string, args: readonly string[]): DumpCommand {
-  const tls = db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
+function etcdctl(db: DbConfig, tool: string, args: readonly string[]): DumpCommand {
+  const tls = encrypts(db);
   return {
     file: tool,
     args: [
@@ -58,7 +58,7 @@ export function etcdctl(db: DbConfig, tool: string, args: readonly string[]): Du
 }
 
 // `endpoint status --write-out=json`: one entry per endpoint, each with Status.dbSize in bytes.
-export function parseDbSize(stdout: string): number {
+function parseDbSize(stdout: string): number {
   const parsed = JSON.parse(stdout) as { Status?: { dbSize?: unknown } }[];
   const size = Array.isArray(parsed) ? parsed[0]?.Status?.dbSize : undefined;
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw new Error(`no dbSize in ${JSON.stringify(stdout.slice(0, 200))}`);
@@ -66,7 +66,7 @@ export function parseDbSize(stdout: string): number {
 }
 
 // The snapshot file inside the private directory.
-export function snapshotPath(secretsDir: string): string {
+function snapshotPath(secretsDir: string): string {
   return join(secretsDir, 'snapshot.db');
 }
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { DumpError } from '../errors.ts';
 import { edgeCheck, printable } from './marks.ts';
 import { lines, wholeNumber } from './answers.ts';
-import type { DbConfig, DumpCommand, DumpEngine, Probe, Restorer } from './types.ts';
+import { encrypts, type DbConfig, type DumpCommand, type DumpEngine, type Probe, type Restorer } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // An archive starts with its magic number (0x8199e26d, little-endian) and ends with a terminator.
@@ -13,7 +13,7 @@ const TERMINATOR = Buffer.from([0xff, 0xff, 0xff, 0xff]);
 
 // The connection options shared by mongodump and mongorestore; the password goes in the --config YAML.
 export function mongoConnection(db: DbConfig, config: string): Pick<DumpCommand, 'args' | 'files'> {
-  const tls = db.tls && db.tls !== 'disable' && db.tls !== 'prefer';
+  const tls = encrypts(db);
   const args = [
     `--config=${config}`,
     `--host=${db.host ?? ''}`,
@@ -36,7 +36,7 @@ const URI_VARIABLE = 'PLANB_MONGODB_URI';
 // A mongodb:// URI for mongosh, with the credentials percent-encoded; it travels in the env only.
 export function connectionUri(db: DbConfig): string {
   const credentials = db.username === undefined ? '' : `${encodeURIComponent(db.username)}${db.password === undefined ? '' : `:${encodeURIComponent(db.password)}`}@`;
-  const tls = db.tls && db.tls !== 'disable' && db.tls !== 'prefer';
+  const tls = encrypts(db);
   const options = new URLSearchParams({
     ...(tls && { tls: 'true' }),
     ...(tls && db.tls === 'require' && { tlsInsecure: 'true' }),

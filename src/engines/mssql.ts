@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import { backupOnly } from './backup-only.ts';
 import { lines, wholeNumber } from './answers.ts';
+import { quoteLiteral } from './counts.ts';
 import { edgeCheck } from './marks.ts';
 import { streamSpool } from './spooled.ts';
 import type { CompletenessCheck, DbConfig, DumpEngine, Probe } from './types.ts';
@@ -15,7 +16,7 @@ import { unsafeValues } from './values.ts';
 const LOGIN_TIMEOUT_SECONDS = '30';
 
 const quoteName = (name: string): string => `[${name.replaceAll(']', ']]')}]`;
-const quoteString = (text: string): string => `N'${text.replaceAll("'", "''")}'`;
+const quoteString = (text: string): string => `N${quoteLiteral(text)}`;
 
 // sqlcmd's connection arguments; the password travels in SQLCMDPASSWORD.
 function connection(db: DbConfig): string[] {

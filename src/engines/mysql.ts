@@ -113,7 +113,7 @@ function mysqlFamilyRestorer(clients: readonly string[], mariadbClient: boolean)
 }
 
 // What sets the two flavours apart: the binaries each one's image ships, best first.
-export type MysqlFlavour = { tools: readonly string[]; clients: readonly string[]; servers: readonly string[]; mariadbClient: boolean };
+type MysqlFlavour = { tools: readonly string[]; clients: readonly string[]; servers: readonly string[]; mariadbClient: boolean };
 
 // Builds the engine for one flavour: its dump tools, restore clients and servers.
 export function mysqlFamily({ tools, clients, servers, mariadbClient }: MysqlFlavour): DumpEngine {

@@ -6,13 +6,13 @@ import { base, launch, need, readyOrKilled, stopProcess, tail, type Scratch, typ
 import { rdbCheck } from './rdb.ts';
 import { lines, wholeNumber } from './answers.ts';
 import { requireTool } from './counts.ts';
-import type { Counts, DbConfig, DumpCommand, DumpEngine, Restorer } from './types.ts';
+import { encrypts, type Counts, type DbConfig, type DumpCommand, type DumpEngine, type Restorer } from './types.ts';
 import { unsafeValues } from './values.ts';
 
 // How redis-cli reaches the server `db` names, for the dump, INFO and the counts alike: TCP, or a
 // unix socket when DB_HOST is a path.
 function connectionArgs(db: DbConfig): string[] {
-  const tls = db.tls && db.tls !== 'disable' && db.tls !== 'prefer';
+  const tls = encrypts(db);
   return [
     ...(db.host?.startsWith('/') ? ['-s', db.host] : ['-h', db.host ?? '', '-p', String(db.port ?? 6379)]),
     ...(db.username ? ['--user', db.username] : []),

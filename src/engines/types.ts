@@ -26,6 +26,11 @@ export type DbConfig = {
 // DB_TLS, in libpq's words; each engine maps them onto its own tool's flags.
 export const TLS_MODES = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
 export type TlsMode = (typeof TLS_MODES)[number];
+// Whether DB_TLS asks for an encrypted connection (require, verify-ca, verify-full); with `prefer`
+// the tool keeps its own default.
+export function encrypts(db: Pick<DbConfig, 'tls'>): boolean {
+  return db.tls !== undefined && db.tls !== 'disable' && db.tls !== 'prefer';
+}
 
 // How the compression stage after the dump is set; the engine may adapt its own flags to it.
 export type Compression = 'zstd' | 'gzip' | 'none';
