@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Config } from './config.ts';
 import { createSecretsDir, removeSecretsDir, runPreflight, startDump, toolVersion, writeCredentialFiles } from './dump.ts';
 import { ENGINES } from './engines/registry.ts';
-import type { DbConfig, DumpCommand, DumpEngine, Spool } from './engines/types.ts';
+import type { DbConfig, DumpCommand, DumpEngine } from './engines/types.ts';
 import { ConfigError, DumpError, StorageError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE, EXTENSION, startCompressor } from './pipeline/compress.ts';
@@ -21,7 +21,7 @@ import { captureFacts, factsKey, storeFacts, unitOf, type Facts, type FactsCaptu
 import type { ObjectReport, RunReport, VerificationReport } from './report.ts';
 import type { StorageDriver, StorageTarget } from './storage/types.ts';
 import { logVerification, verificationFailure, verifyObject } from './verify.ts';
-import { removeSpool, runSpool } from './spool.ts';
+import { runSpool } from './spool.ts';
 import { STORAGE_DRIVERS } from './storage/registry.ts';
 import { formatBytes, formatDuration } from './units.ts';
 import { plannedSize } from './probe.ts';
@@ -96,11 +96,9 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
   const secretsDir = await createSecretsDir(log);
   // Row counts taken for the dump (BACKUP_FACTS, BACKUP_VERIFY): PostgreSQL's holds the dump's snapshot open.
   let capture: FactsCapture | undefined;
-  let spool: Spool | undefined;
   try {
     await runPreflight(engine, config.db, { secretsDir, tool: tool.file, compression, baseEnv: config.toolEnv, signal, log, scrub: run.scrub });
     const plain: DumpCommand = engine.command(config.db, { secretsDir, tool: tool.file, compression });
-    spool = plain.spool;
     await writeCredentialFiles(plain);
     if (config.job.captureFacts) capture = await captureFacts(config, plain, { secretsDir, log, scrub: run.scrub, signal });
     const command = capture?.command ?? plain;
@@ -231,7 +229,6 @@ async function backup(config: Config, context: BackupContext): Promise<ObjectRep
     }
   } finally {
     await capture?.close();
-    if (spool) await removeSpool(spool, log);
     await removeSecretsDir(secretsDir, log);
   }
 }

@@ -1,9 +1,9 @@
 // Runs the steps of a dump that must be written to disk before it can be streamed (see Spool in
 // engines/types.ts): a free-space check where it goes, each step as a dump-tool child (stderr logged
 // and scrubbed, failures classified by the engine), and the size it reached, logged. The caller
-// streams it afterwards and removes it on every exit path (removeSpool).
+// streams it afterwards; it lives in the run's private directory and is removed with it.
 import { createWriteStream } from 'node:fs';
-import { mkdir, readdir, rm, stat, statfs } from 'node:fs/promises';
+import { mkdir, readdir, stat, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { startDump, type Scrub } from './dump.ts';
@@ -62,11 +62,6 @@ export async function runSpool(spool: Spool, engine: DumpEngine, options: SpoolO
   log.info({ spool: spool.path, spoolBytes: bytes, freeBytes: await freeBytes(where) }, `the dump tool wrote ${formatBytes(bytes)} to ${spool.path}`);
   if (bytes === 0) throw new DumpError(`${options.toolName} exited 0 but wrote nothing to ${spool.path}`, { kind: 'empty' });
   return bytes;
-}
-
-// Removes what the spool wrote; a failure is logged, never thrown over the run's own outcome.
-export async function removeSpool(spool: Spool, log: Logger): Promise<void> {
-  await rm(spool.path, { recursive: true, force: true }).catch((error: unknown) => log.error({ err: error, spool: spool.path }, 'could not remove the spooled dump'));
 }
 
 // The steps a step's output calls for; an output the engine cannot read fails the dump.

@@ -49,9 +49,10 @@ export type DumpCommand = {
 };
 
 // A dump written to disk before it is streamed: etcdctl writes a file, arangodump a directory, SQL
-// Server's BACKUP a file the server writes. The run checks free space at `path`'s parent first, runs
-// `steps` in order (each must exit 0), logs the size, streams it with the command, and removes `path`
-// on every exit path.
+// Server's BACKUP a file the server writes. `path` is inside the run's private directory
+// (CommandContext.secretsDir), so it goes with that directory on every exit path. The run checks free
+// space at `path`'s parent first, runs `steps` in order (each must exit 0), logs the size and streams
+// it with the command.
 export type Spool = { path: string; kind: 'file' | 'directory'; steps: readonly SpoolStep[] };
 
 // One command of a spool. Its stdout goes to `stdoutTo` (a file in the spool) when set; otherwise it is
