@@ -10,7 +10,6 @@
 // counts are taken in their own consistent read just before the dump starts: they match the dump
 // exactly when nothing writes to the database in between (a busy database can show a mismatch).
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import type { Config } from './config.ts';
@@ -21,7 +20,7 @@ import { createAgeDecryptor, ENCRYPTED_EXTENSION, startEncryptor, throughAge } f
 import type { Logger } from './log.ts';
 import { identityRequired, queryRunner, FACTS_SUFFIX } from './restore.ts';
 import { parseCounts, requireTool } from './engines/counts.ts';
-import { connectionArgs, COUNT_ROWS_SQL, libpqCredentials } from './engines/postgresql.ts';
+import { connectionArgs, COUNT_ROWS_SQL, libpqCredentials, PSQL_QUIET_FLAGS } from './engines/postgresql.ts';
 import { ENGINES } from './engines/registry.ts';
 import type { StorageTarget } from './storage/types.ts';
 
@@ -77,8 +76,8 @@ export async function captureFacts(config: Config, command: DumpCommand, context
 async function snapshotSession(config: Config, command: DumpCommand, context: { secretsDir: string; log: Logger; scrub: Scrub; signal: AbortSignal }): Promise<FactsCapture> {
   const { db } = config;
   const psql = requireTool(['psql'], config.toolEnv.PATH ?? '', 'capture row counts in the dump\'s snapshot');
-  const credentials = libpqCredentials(db, join(context.secretsDir, 'pgpass'));
-  const args = ['-X', '-A', '-t', '-q', '--set=ON_ERROR_STOP=1', ...connectionArgs(db, db.name)];
+  const credentials = libpqCredentials(db, context.secretsDir);
+  const args = [...PSQL_QUIET_FLAGS, ...connectionArgs(db, db.name)];
   const child = spawn(psql, args, { env: { ...config.toolEnv, ...credentials.env, PGAPPNAME: 'planb-facts' }, stdio: ['pipe', 'pipe', 'pipe'], signal: context.signal });
   child.on('error', () => undefined); // reported through `exited`
   const stderr: string[] = [];

@@ -51,8 +51,10 @@ function check(db: DbConfig): CompletenessCheck {
 // Gives up on an unreachable server after this long instead of libpq's default of waiting forever.
 const CONNECT_TIMEOUT_SECONDS = '30';
 
-// The environment and password file every libpq tool (pg_dump, pg_restore, psql) connects with.
-export function libpqCredentials(db: DbConfig, passFile: string): Pick<DumpCommand, 'env' | 'files'> {
+// The environment and password file (in the run's private `secretsDir`) every libpq tool (pg_dump,
+// pg_restore, psql) connects with.
+export function libpqCredentials(db: DbConfig, secretsDir: string): Pick<DumpCommand, 'env' | 'files'> {
+  const passFile = join(secretsDir, 'pgpass');
   return {
     env: {
       PGCONNECT_TIMEOUT: CONNECT_TIMEOUT_SECONDS,
@@ -70,7 +72,7 @@ const MAINTENANCE_DATABASE = 'postgres';
 
 // How pg_dump and psql reach the server: the same flags, env and password file for both.
 function connection(db: DbConfig, secretsDir: string): Pick<DumpCommand, 'env' | 'files'> & { args: string[] } {
-  return { args: connectionArgs(db, undefined), ...libpqCredentials(db, join(secretsDir, 'pgpass')) };
+  return { args: connectionArgs(db, undefined), ...libpqCredentials(db, secretsDir) };
 }
 
 // One query through psql: no psqlrc, unaligned tuples only, records separated by NUL (names may hold newlines).
@@ -110,9 +112,12 @@ export function connectionArgs(db: DbConfig, database: string | undefined): stri
   ];
 }
 
+// psql with no psqlrc, printing bare unaligned results and stopping at the first error.
+export const PSQL_QUIET_FLAGS = ['-X', '-A', '-t', '-q', '--set=ON_ERROR_STOP=1'] as const;
+
 // psql running one query and printing its bare result.
 function psqlCommand(db: DbConfig, secretsDir: string, tool: string, sql: string, database = db.name): DumpCommand {
-  return { file: tool, args: ['-X', '-A', '-t', '-q', '--set=ON_ERROR_STOP=1', ...connectionArgs(db, database ?? 'postgres'), '-c', sql], ...libpqCredentials(db, join(secretsDir, 'pgpass')) };
+  return { file: tool, args: [...PSQL_QUIET_FLAGS, ...connectionArgs(db, database ?? 'postgres'), '-c', sql], ...libpqCredentials(db, secretsDir) };
 }
 
 // pg_restore for a custom-format archive (one database), psql for pg_dumpall's plain SQL (every database).
@@ -122,7 +127,7 @@ const restorer = {
   tools: (_db, format) => (format === 'sql' ? ['psql'] : ['pg_restore']),
 
   command(db, { secretsDir, tool, format, force, scratch }) {
-    const credentials = libpqCredentials(db, join(secretsDir, 'pgpass'));
+    const credentials = libpqCredentials(db, secretsDir);
     if (format === 'sql') {
       // pg_dumpall's script connects to each database itself (\connect); it starts from `postgres`.
       // It drops and re-creates every role, including the one restoring it, which PostgreSQL refuses:
