@@ -50,12 +50,14 @@ export type Scratch = {
 // The user a server runs as: undefined for the job's own.
 export type Account = { uid: number; gid: number } | undefined;
 
-// What startScratch gives an engine's starter: the private dir, who runs the server there, its log file.
-export type ScratchSetup = { dir: string; who: Account; options: ScratchOptions; logFile: string; remove: () => Promise<void> };
+// What startScratch gives an engine's starter: the server binary it found (the first of `binaries` on
+// PATH), the private dir, who runs the server there, its log file.
+export type ScratchSetup = { server: string; dir: string; who: Account; options: ScratchOptions; logFile: string; remove: () => Promise<void> };
 
 // How an engine's throw-away server starts; startScratch checks its binaries and makes its dir first.
 export type ScratchServer = {
-  // Binaries it needs on PATH; the first names the server when it refuses to run as root.
+  // The server binary, best first: the first found on PATH is started (ScratchSetup.server); the first
+  // listed names the server when it refuses to run as root.
   binaries: readonly string[];
   // Nothing in it refuses root (sqlite has no server; etcd runs as root too): VERIFY_RUN_AS is not needed.
   runsAsRoot?: true;
@@ -145,14 +147,14 @@ export async function stopProcess(proc: { child: ChildProcess; exited: Promise<n
 export async function startScratch(source: DbConfig, server: ScratchServer | string, options: ScratchOptions): Promise<Scratch> {
   const type = source.type;
   if (typeof server === 'string') throw new VerifyUnavailableError(`cannot verify ${type}: ${server}`);
-  need(server.binaries, options.path);
+  const binary = need(server.binaries, options.path);
   const who = server.runsAsRoot ? undefined : account(options, server.binaries[0] ?? type);
   const dir = await mkdtemp(join(options.parentDir ?? tmpdir(), 'planb-verify-'));
   if (who) await chown(dir, who.uid, who.gid);
   const logFile = join(dir, 'server.log');
   const remove = () => rm(dir, { recursive: true, force: true, maxRetries: 3 });
   try {
-    return await server.start(source, { dir, who, options, logFile, remove });
+    return await server.start(source, { server: binary, dir, who, options, logFile, remove });
   } catch (error) {
     await remove();
     throw error;

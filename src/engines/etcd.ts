@@ -107,7 +107,7 @@ const restorer = {
 export const etcd = {
   tools: () => ['etcdctl'],
   restorer,
-  scratch: { binaries: ['etcd', 'etcdctl'], runsAsRoot: true, start: startScratchServer },
+  scratch: { binaries: ['etcd'], runsAsRoot: true, start: startScratchServer },
   restoreTool: 'etcdutl',
   // etcdctl and etcdutl have a `version` command and no --version flag.
   versionArgs: ['version'],
@@ -194,8 +194,7 @@ export function snapshotHashCheck(): CompletenessCheck {
 // etcd on the data directory the restore wrote into `dir`/data: client and peer traffic on unix
 // sockets inside `dir` (etcd's unix URLs name a file in its working directory, in host:port form).
 // The snapshot carries the source's users and auth setting: the source's credentials count its keys.
-function startScratchServer(source: DbConfig, { dir, options, logFile, remove }: ScratchSetup): Scratch {
-  const server = need(['etcd'], options.path);
+function startScratchServer(source: DbConfig, { server, dir, options, logFile, remove }: ScratchSetup): Scratch {
   const cli = need(['etcdctl'], options.path);
   const client = 'client.sock:1';
   const db: DbConfig = { ...base('etcd'), host: join(dir, client), username: source.username, password: source.password };

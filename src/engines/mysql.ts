@@ -260,8 +260,7 @@ function mysqlFamilyClassify(stderr: string): 'unreachable' | 'auth' | 'invalid'
 export const mysql = mysqlFamily({ tools: ['mysqldump'], clients: ['mysql'], servers: ['mysqld', 'mariadbd'], mariadbClient: false });
 
 // A throw-away mariadbd (or mysqld) on a unix socket in `dir`, root without a password, with the database DB_NAME names.
-async function startScratchServer(source: DbConfig, { dir, who, options, logFile, remove }: ScratchSetup): Promise<Scratch> {
-  const server = need(['mariadbd', 'mysqld'], options.path);
+async function startScratchServer(source: DbConfig, { server, dir, who, options, logFile, remove }: ScratchSetup): Promise<Scratch> {
   const install = need(['mariadb-install-db', 'mysql_install_db'], options.path);
   const client = need(['mariadb', 'mysql'], options.path);
   const data = join(dir, 'data');

@@ -220,9 +220,9 @@ export const postgresql = {
 } satisfies DumpEngine;
 
 // A throw-away cluster: initdb, then postgres on a unix socket in `dir`, with the database DB_NAME names.
-async function startScratchServer(source: DbConfig, { dir, who, options, logFile, remove }: ScratchSetup): Promise<Scratch> {
-  // initdb and postgres of one major live together (Debian: /usr/lib/postgresql/<major>/bin).
-  const binDir = dirname(await realpath(need(['initdb'], options.path)));
+async function startScratchServer(source: DbConfig, { server, dir, who, options, logFile, remove }: ScratchSetup): Promise<Scratch> {
+  // initdb (the binary found) and postgres of one major live together (Debian: /usr/lib/postgresql/<major>/bin).
+  const binDir = dirname(await realpath(server));
   const data = join(dir, 'data');
   await run(join(binDir, 'initdb'), [`--pgdata=${data}`, '--username=planb', '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'], who, dir, 'initdb');
   const proc = launch(join(binDir, 'postgres'), [

@@ -98,8 +98,7 @@ export const redis = {
 } satisfies DumpEngine;
 
 // A throw-away redis-server on a unix socket in `dir`, started once the restore wrote dump.rdb there.
-function startScratchServer(_source: DbConfig, { dir, who, options, logFile, remove }: ScratchSetup): Scratch {
-  const server = need(['redis-server'], options.path);
+function startScratchServer(_source: DbConfig, { server, dir, who, options, logFile, remove }: ScratchSetup): Scratch {
   const cli = need(['redis-cli'], options.path);
   const socket = join(dir, 'redis.sock');
   let proc: ReturnType<typeof launch> | undefined;
